@@ -1,0 +1,211 @@
+"""Connection and AsyncConnection: the uniform query API a borrower uses.
+
+One object is made per borrow; it refuses to work once given back. It counts
+queries (for ``max_queries``) and notes whether anything could have changed
+session state, so the release reset can skip its round trip when nothing did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ._errors import InterfaceError
+from ._record import Record
+from ._sql import begin_statement, leaves_session_clean
+
+if TYPE_CHECKING:
+    from ._core import Slot
+    from .backends.base import AsyncConn, SyncConn
+
+_RELEASED = "this connection was released to the pool; acquire a new one"
+
+
+class _Borrowed:
+    """State shared by both faces of a borrowed connection."""
+
+    __slots__ = ("_depth", "_dirty", "_driver", "_slot")
+
+    _driver: Any
+
+    def __init__(self, slot: Slot) -> None:
+        self._slot: Slot | None = slot
+        self._driver = slot.conn
+        self._dirty = False
+        self._depth = 0
+
+    def _use(self, sql: str) -> Any:
+        """Account for one statement; the driver connection to run it on."""
+        slot = self._slot
+        if slot is None:
+            raise InterfaceError(_RELEASED)
+        slot.queries += 1
+        if not self._dirty and not leaves_session_clean(sql):
+            self._dirty = True
+        return self._driver
+
+    def _detach(self) -> Slot:
+        slot = self._slot
+        if slot is None:
+            raise InterfaceError("this connection was already released")
+        self._slot = None
+        return slot
+
+    @property
+    def raw(self) -> Any:
+        """The driver's own connection; using it counts as changing the session."""
+        if self._slot is None:
+            raise InterfaceError(_RELEASED)
+        self._dirty = True
+        return self._driver.raw
+
+    @property
+    def released(self) -> bool:
+        """Whether this connection was given back to the pool."""
+        return self._slot is None
+
+    def _begin_sql(self, isolation: str | None, readonly: bool, deferrable: bool) -> str:
+        if self._depth:
+            if isolation is not None or readonly or deferrable:
+                raise InterfaceError("a nested transaction cannot change its characteristics")
+            return f"SAVEPOINT unipool_{self._depth}"
+        return begin_statement(isolation, readonly, deferrable)
+
+    def _end_sql(self, commit: bool) -> str:
+        if self._depth:
+            name = f"unipool_{self._depth}"
+            return f"RELEASE SAVEPOINT {name}" if commit else f"ROLLBACK TO SAVEPOINT {name}"
+        return "COMMIT" if commit else "ROLLBACK"
+
+
+class Connection(_Borrowed):
+    """A borrowed connection, blocking API. Use it from one thread at a time."""
+
+    __slots__ = ()
+    _driver: SyncConn
+
+    def execute(self, sql: str, *args: Any) -> str:
+        """Run ``sql`` with ``$n`` parameters; the server's command tag (``"INSERT 0 1"``)."""
+        return self._use(sql).execute(sql, args)  # type: ignore[no-any-return]
+
+    def executemany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> None:
+        """Run ``sql`` once for each parameter tuple."""
+        self._use(sql).executemany(sql, args_seq)
+
+    def fetch(self, sql: str, *args: Any) -> list[Record]:
+        """All rows of ``sql``."""
+        return self._use(sql).fetch(sql, args)  # type: ignore[no-any-return]
+
+    def fetchrow(self, sql: str, *args: Any) -> Record | None:
+        """The first row of ``sql``, or None."""
+        return self._use(sql).fetchrow(sql, args)  # type: ignore[no-any-return]
+
+    def fetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
+        """One value of the first row of ``sql`` (None if there is no row)."""
+        return self._use(sql).fetchval(sql, args, column)
+
+    def fetchmany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> list[list[Record]]:
+        """Run ``sql`` once per parameter tuple; the rows of each run."""
+        return [self._use(sql).fetch(sql, tuple(args)) for args in args_seq]
+
+    def transaction(
+        self, isolation: str | None = None, readonly: bool = False, deferrable: bool = False
+    ) -> Transaction:
+        """A transaction block (a savepoint when nested): commits on success, rolls back on error.
+
+        Raises:
+            ValueError: an unknown isolation level.
+        """
+        sql = self._begin_sql(isolation, readonly, deferrable)
+        return Transaction(self, sql)
+
+
+class AsyncConnection(_Borrowed):
+    """A borrowed connection, async API. Use it from one task at a time."""
+
+    __slots__ = ()
+    _driver: AsyncConn
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        """Run ``sql`` with ``$n`` parameters; the server's command tag (``"INSERT 0 1"``)."""
+        return await self._use(sql).execute(sql, args)  # type: ignore[no-any-return]
+
+    async def executemany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> None:
+        """Run ``sql`` once for each parameter tuple."""
+        await self._use(sql).executemany(sql, args_seq)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Record]:
+        """All rows of ``sql``."""
+        return await self._use(sql).fetch(sql, args)  # type: ignore[no-any-return]
+
+    async def fetchrow(self, sql: str, *args: Any) -> Record | None:
+        """The first row of ``sql``, or None."""
+        return await self._use(sql).fetchrow(sql, args)  # type: ignore[no-any-return]
+
+    async def fetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
+        """One value of the first row of ``sql`` (None if there is no row)."""
+        return await self._use(sql).fetchval(sql, args, column)
+
+    async def fetchmany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> list[list[Record]]:
+        """Run ``sql`` once per parameter tuple; the rows of each run."""
+        return [await self._use(sql).fetch(sql, tuple(args)) for args in args_seq]
+
+    def transaction(
+        self, isolation: str | None = None, readonly: bool = False, deferrable: bool = False
+    ) -> AsyncTransaction:
+        """A transaction block (a savepoint when nested): commits on success, rolls back on error.
+
+        Raises:
+            ValueError: an unknown isolation level.
+        """
+        sql = self._begin_sql(isolation, readonly, deferrable)
+        return AsyncTransaction(self, sql)
+
+
+class Transaction:
+    """``with conn.transaction():`` on a blocking connection."""
+
+    __slots__ = ("_begin", "_conn")
+
+    def __init__(self, conn: Connection, begin: str) -> None:
+        self._conn = conn
+        self._begin = begin
+
+    def __enter__(self) -> Connection:
+        conn = self._conn
+        conn.execute(self._begin)
+        conn._depth += 1
+        return conn
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        conn = self._conn
+        conn._depth -= 1
+        conn.execute(conn._end_sql(exc_type is None))
+
+
+class AsyncTransaction:
+    """``async with conn.transaction():`` on an async connection."""
+
+    __slots__ = ("_begin", "_conn")
+
+    def __init__(self, conn: AsyncConnection, begin: str) -> None:
+        self._conn = conn
+        self._begin = begin
+
+    async def __aenter__(self) -> AsyncConnection:
+        conn = self._conn
+        await conn.execute(self._begin)
+        conn._depth += 1
+        return conn
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        conn = self._conn
+        conn._depth -= 1
+        if exc_type is not None and not issubclass(exc_type, Exception):
+            return  # cancelled: the release reset rolls the whole transaction back
+        await conn.execute(conn._end_sql(exc_type is None))

@@ -1,0 +1,101 @@
+"""The context managers a pool hands out, each usable with ``with`` or ``async with``."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ._connection import AsyncConnection, AsyncTransaction, Connection, Transaction
+
+if TYPE_CHECKING:
+    from ._pool import Pool
+
+
+class AcquireContext:
+    """``pool.acquire()``: ``with`` gives a Connection, ``async with`` an AsyncConnection.
+
+    ``conn = await pool.acquire()`` also works; give it back with
+    ``await pool.arelease(conn)``.
+    """
+
+    __slots__ = ("_async_conn", "_conn", "_pool", "_timeout")
+
+    def __init__(self, pool: Pool, timeout: float | None) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._conn: Connection | None = None
+        self._async_conn: AsyncConnection | None = None
+
+    def __enter__(self) -> Connection:
+        self._conn = self._pool.getconn(self._timeout)
+        return self._conn
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._pool.release(conn)
+
+    async def __aenter__(self) -> AsyncConnection:
+        self._async_conn = await self._pool.agetconn(self._timeout)
+        return self._async_conn
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        conn, self._async_conn = self._async_conn, None
+        if conn is not None:
+            await self._pool.arelease(conn)
+
+    def __await__(self) -> Generator[Any, None, AsyncConnection]:
+        return self._pool.agetconn(self._timeout).__await__()
+
+
+class PoolTransaction:
+    """``pool.transaction()``: acquire, open a transaction, commit or roll back, release."""
+
+    __slots__ = ("_acquire", "_args", "_async_tx", "_tx")
+
+    def __init__(self, pool: Pool, isolation: str | None, readonly: bool, deferrable: bool) -> None:
+        self._acquire = AcquireContext(pool, None)
+        self._args = (isolation, readonly, deferrable)
+        self._tx: Transaction | None = None
+        self._async_tx: AsyncTransaction | None = None
+
+    def __enter__(self) -> Connection:
+        conn = self._acquire.__enter__()
+        try:
+            self._tx = conn.transaction(*self._args)
+            return self._tx.__enter__()
+        except BaseException as exc:
+            self._acquire.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            assert self._tx is not None
+            self._tx.__exit__(exc_type, exc, tb)
+        finally:
+            self._acquire.__exit__(exc_type, exc, tb)
+
+    async def __aenter__(self) -> AsyncConnection:
+        conn = await self._acquire.__aenter__()
+        try:
+            self._async_tx = conn.transaction(*self._args)
+            return await self._async_tx.__aenter__()
+        except BaseException as exc:
+            await self._acquire.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            assert self._async_tx is not None
+            await self._async_tx.__aexit__(exc_type, exc, tb)
+        finally:
+            await self._acquire.__aexit__(exc_type, exc, tb)

@@ -1,0 +1,41 @@
+"""The sans-I/O pool core: no clock, no locks, no threads, no event loop."""
+
+from .machine import (
+    CHECKING,
+    CLOSING,
+    GRANTED,
+    IDLE,
+    IN_USE,
+    OPENING,
+    RECYCLE_CAUSES,
+    Action,
+    Close,
+    CoreConfig,
+    Counters,
+    Open,
+    PoolCore,
+    Slot,
+    SlotState,
+    Wake,
+    Waiter,
+)
+
+__all__ = [
+    "CHECKING",
+    "CLOSING",
+    "GRANTED",
+    "IDLE",
+    "IN_USE",
+    "OPENING",
+    "RECYCLE_CAUSES",
+    "Action",
+    "Close",
+    "CoreConfig",
+    "Counters",
+    "Open",
+    "PoolCore",
+    "Slot",
+    "SlotState",
+    "Wake",
+    "Waiter",
+]

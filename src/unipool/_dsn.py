@@ -1,0 +1,510 @@
+"""DSN parsing, rendering and redaction, without any driver.
+
+Two input forms are accepted, as by libpq: URIs (``postgresql://`` or ``postgres://``) and
+``key=value`` conninfo strings. Missing fields are filled from the libpq environment
+variables. Passwords never reach ``repr``, redacted renderings or error messages.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import quote, unquote
+
+__all__ = ["REDACTED", "UNPARSABLE", "ConnInfo", "parse_dsn", "redact_dsn", "scrub"]
+
+#: What a password is replaced with.
+REDACTED = "***"
+#: What :func:`redact_dsn` returns for a DSN it cannot redact with confidence.
+UNPARSABLE = "<dsn: unparsable, hidden>"
+
+_SCHEMES = frozenset({"postgresql", "postgres"})
+_SECRET_PARAMS = frozenset({"password", "sslpassword"})
+_FIELDS = frozenset({"host", "port", "user", "password", "dbname"})
+_ENV_VARS = (
+    ("PGHOST", "host"),
+    ("PGPORT", "port"),
+    ("PGUSER", "user"),
+    ("PGPASSWORD", "password"),
+    ("PGDATABASE", "dbname"),
+    ("PGSSLMODE", "sslmode"),
+    ("PGAPPNAME", "application_name"),
+    ("PGCONNECT_TIMEOUT", "connect_timeout"),
+    ("PGOPTIONS", "options"),
+    ("PGTARGETSESSIONATTRS", "target_session_attrs"),
+)
+
+_SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
+_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+_PCT_RE = re.compile(r"%([0-9A-Fa-f]{2})")
+# Where a redacted value may end at the latest: the next "key=" of a URI query / conninfo.
+_NEXT_QUERY_KEY_RE = re.compile(r"&[A-Za-z_%][A-Za-z0-9_.%]*=")
+_NEXT_CONNINFO_KEY_RE = re.compile(r"\s+[A-Za-z_][A-Za-z0-9_.]*\s*=")
+_QUERY_KEY_RE = re.compile(r"[?&]([^=&?]*)=")
+_CONNINFO_SECRET_RE = re.compile(r"(?:ssl)?password\s*=\s*", re.IGNORECASE)
+_BARE_RE = re.compile(r"[^\s'\\]+")
+
+
+class _Invalid(ValueError):
+    """Raised when a DSN is malformed; ``template`` has one ``{}`` for the shown value."""
+
+    def __init__(self, template: str, value: str | None = None) -> None:
+        super().__init__(template)
+        self.template = template
+        self.value = value
+
+    def render(self, secrets: Iterable[str]) -> str:
+        """Return the message, quoting the offending value only if it is no secret."""
+        value = self.value
+        if value is None or any(value in s or s in value for s in secrets if s):
+            return self.template.format("")
+        return self.template.format(f" {value!r}")
+
+
+@dataclass(frozen=True)
+class ConnInfo:
+    """The parts of a PostgreSQL DSN.
+
+    ``hosts`` lists ``(host, port)`` pairs in connection order; a host starting with "/" is
+    a unix-socket directory, an empty host means the driver's default host, a ``None`` port
+    the driver's default port. ``params`` holds every other option (sslmode, options,
+    application_name, target_session_attrs, ...) and is read-only.
+    """
+
+    hosts: tuple[tuple[str, int | None], ...] = ()
+    user: str | None = None
+    password: str | None = None
+    dbname: str | None = None
+    params: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        hosts = tuple((str(host), port) for host, port in self.hosts)
+        for _, port in hosts:
+            if port is not None and not 0 < port < 65536:
+                raise ValueError(f"invalid port {port!r}")
+        params = dict(self.params)
+        for key in params:
+            if key in _FIELDS:
+                raise ValueError(f"{key!r} is a ConnInfo field, not a parameter")
+        object.__setattr__(self, "hosts", hosts)
+        object.__setattr__(self, "params", MappingProxyType(params))
+
+    def __repr__(self) -> str:
+        password = None if self.password is None else REDACTED
+        return (
+            f"ConnInfo(hosts={self.hosts!r}, user={self.user!r}, password={password!r}, "
+            f"dbname={self.dbname!r}, params={_redacted_params(self.params)!r})"
+        )
+
+    def __str__(self) -> str:
+        return self.to_uri(redact=True)
+
+    def __hash__(self) -> int:
+        items = frozenset(self.params.items())
+        return hash((self.hosts, self.user, self.password, self.dbname, items))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args = (self.hosts, self.user, self.password, self.dbname, dict(self.params))
+        return (ConnInfo, args)
+
+    def to_uri(self, redact: bool = False) -> str:
+        """Render as a ``postgresql://`` URI; ``redact`` replaces secrets with ``***``."""
+        out = ["postgresql://"]
+        if self.user or self.password is not None:
+            out.append(quote(self.user or "", safe=""))
+            if self.password is not None:
+                out.append(":" + (REDACTED if redact else quote(self.password, safe="")))
+            out.append("@")
+        query: dict[str, str] = {}
+        if any(host.startswith("/") for host, _ in self.hosts):
+            # Socket directories are clearer (and better supported) as query parameters.
+            query["host"] = ",".join(host for host, _ in self.hosts)
+            if any(port is not None for _, port in self.hosts):
+                query["port"] = ",".join(_port_text(port) for _, port in self.hosts)
+        else:
+            out.append(",".join(_uri_host(host, port) for host, port in self.hosts))
+        if self.dbname:
+            out.append("/" + quote(self.dbname, safe=""))
+        query.update(_redacted_params(self.params) if redact else self.params)
+        if query:
+            pairs = (f"{quote(k, safe='')}={_query_value(k, v)}" for k, v in query.items())
+            out.append("?" + "&".join(pairs))
+        return "".join(out)
+
+    def to_conninfo(self, redact: bool = False) -> str:
+        """Render as a libpq ``key=value`` string; ``redact`` replaces secrets with ``***``."""
+        items: list[tuple[str, str]] = []
+        if any(host for host, _ in self.hosts):
+            items.append(("host", ",".join(host for host, _ in self.hosts)))
+        if any(port is not None for _, port in self.hosts):
+            items.append(("port", ",".join(_port_text(port) for _, port in self.hosts)))
+        if self.user:
+            items.append(("user", self.user))
+        if self.password is not None:
+            items.append(("password", REDACTED if redact else self.password))
+        if self.dbname:
+            items.append(("dbname", self.dbname))
+        items.extend((_redacted_params(self.params) if redact else self.params).items())
+        return " ".join(f"{key}={_conninfo_value(value)}" for key, value in items)
+
+
+def _redacted_params(params: Mapping[str, str]) -> dict[str, str]:
+    return {k: REDACTED if k.lower() in _SECRET_PARAMS else v for k, v in params.items()}
+
+
+def _port_text(port: int | None) -> str:
+    return "" if port is None else str(port)
+
+
+def _uri_host(host: str, port: int | None) -> str:
+    text = f"[{quote(host, safe=':')}]" if ":" in host else quote(host, safe="")
+    return text if port is None else f"{text}:{port}"
+
+
+def _query_value(key: str, value: str) -> str:
+    return quote(value, safe="/," if key in ("host", "port") else "")
+
+
+def _conninfo_value(value: str) -> str:
+    if _BARE_RE.fullmatch(value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+# -- parsing ---------------------------------------------------------------------------------
+
+
+def parse_dsn(dsn: str | None, *, env: Mapping[str, str] | None = None) -> ConnInfo:
+    """Parse a URI or ``key=value`` DSN, filling missing fields from the environment.
+
+    ``None`` or "" takes everything from PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE,
+    PGSSLMODE, PGAPPNAME, PGCONNECT_TIMEOUT, PGOPTIONS and PGTARGETSESSIONATTRS; ``env``
+    replaces ``os.environ`` as their source. Raises ``ValueError`` naming the problem,
+    never the password.
+    """
+    environ = os.environ if env is None else env
+    text = (dsn or "").strip()
+    try:
+        return _build(_parse_options(text), environ)
+    except _Invalid as exc:
+        secrets = [*_secret_candidates(text), environ.get("PGPASSWORD", "")]
+        # Values are only quoted when they overlap no secret; scrubbing then only matters
+        # for a password equal to words of the message, which 1 or 2 characters would mangle.
+        message = scrub(exc.render(secrets), (s for s in secrets if len(s) > 2))
+    # Raised outside the handler so that no exception holding DSN text is chained to it.
+    raise ValueError(message)
+
+
+def _parse_options(text: str) -> dict[str, str]:
+    match = _SCHEME_RE.match(text)
+    if match is None:
+        return _parse_conninfo(text)
+    if match.group(1).lower() not in _SCHEMES:
+        raise _Invalid("invalid DSN: unknown scheme{}", match.group(1))
+    return _parse_uri(text[match.end() :])
+
+
+def _parse_uri(rest: str) -> dict[str, str]:
+    main, _, query = rest.partition("?")
+    authority, slash, path = main.partition("/")
+    userinfo, at, hostspec = authority.rpartition("@")
+    opts: dict[str, str] = {}
+    if at:
+        user, colon, password = userinfo.partition(":")
+        if user:
+            opts["user"] = _decode(user, "user name")
+        if colon:
+            opts["password"] = _decode(password, "password")
+    if hostspec:
+        pairs = [_split_host_port(item) for item in hostspec.split(",")]
+        opts["host"] = ",".join(_decode(host, "host") for host, _ in pairs)
+        if any(port for _, port in pairs):
+            opts["port"] = ",".join(port for _, port in pairs)
+    if slash and path:
+        opts["dbname"] = _decode(path, "database name")
+    for item in query.split("&") if query else ():
+        if not item:
+            continue
+        raw_key, eq, raw_value = item.partition("=")
+        if not eq:
+            raise _Invalid('invalid DSN: query parameter{} without "="', item)
+        key = _check_key(_decode(raw_key, "parameter name"))
+        value = _decode(raw_value, "query parameter value")
+        if key == "ssl" and value == "true":  # as libpq, for JDBC compatibility
+            key, value = "sslmode", "require"
+        opts[key] = value
+    return opts
+
+
+def _split_host_port(item: str) -> tuple[str, str]:
+    if item.startswith("["):
+        end = item.find("]")
+        if end < 2:
+            raise _Invalid("invalid DSN: malformed IPv6 host{}", item)
+        host, after = item[1:end], item[end + 1 :]
+        if after and not after.startswith(":"):
+            raise _Invalid("invalid DSN: unexpected text after IPv6 host{}", after)
+        return host, after[1:]
+    host, _, port = item.partition(":")
+    return host, port
+
+
+def _decode(text: str, what: str) -> str:
+    if "%" not in text:
+        return text
+    if text.count("%") != len(_PCT_RE.findall(text)) or "%00" in text:
+        raise _Invalid(f"invalid DSN: bad percent-encoding in {what}")
+    try:
+        return unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        raise _Invalid(f"invalid DSN: {what} is not UTF-8 once percent-decoded") from None
+
+
+def _check_key(key: str) -> str:
+    if not _KEY_RE.fullmatch(key):
+        raise _Invalid("invalid DSN: invalid parameter name{}", key)
+    return key
+
+
+def _parse_conninfo(text: str) -> dict[str, str]:
+    """Parse libpq ``key=value`` pairs: values may be quoted, backslash escapes a character."""
+    opts: dict[str, str] = {}
+    n = len(text)
+    i = _skip_space(text, 0)
+    while i < n:
+        start = i
+        while i < n and text[i] != "=" and not text[i].isspace():
+            i += 1
+        key = text[start:i]
+        i = _skip_space(text, i)
+        if i >= n or text[i] != "=":
+            raise _Invalid('invalid DSN: missing "=" after{}', key)
+        if not key:
+            raise _Invalid("invalid DSN: missing parameter name before '='")
+        i = _skip_space(text, i + 1)  # libpq skips blanks after "=" too
+        value, i = _conninfo_token(text, i)
+        opts[_check_key(key)] = value
+        i = _skip_space(text, i)
+    return opts
+
+
+def _skip_space(text: str, i: int) -> int:
+    while i < len(text) and text[i].isspace():
+        i += 1
+    return i
+
+
+def _conninfo_token(text: str, i: int) -> tuple[str, int]:
+    """Read one value at ``i``; return it and the index just after it."""
+    n = len(text)
+    quoted = i < n and text[i] == "'"
+    if quoted:
+        i += 1
+    chars: list[str] = []
+    while i < n:
+        char = text[i]
+        if quoted and char == "'":
+            return "".join(chars), i + 1
+        if not quoted and char.isspace():
+            break
+        if char == "\\":
+            i += 1
+            if i >= n:
+                break
+            char = text[i]
+        chars.append(char)
+        i += 1
+    if quoted:
+        raise _Invalid("invalid DSN: unterminated quoted value")
+    return "".join(chars), i
+
+
+def _build(opts: dict[str, str], environ: Mapping[str, str]) -> ConnInfo:
+    port_source = "DSN"
+    for var, key in _ENV_VARS:
+        if key not in opts and environ.get(var):
+            opts[key] = environ[var]
+            if key == "port":
+                port_source = var
+    hosts = _hosts(opts.pop("host", None), opts.pop("port", None), port_source)
+    user = opts.pop("user", None) or None
+    password = opts.pop("password", None)
+    dbname = opts.pop("dbname", None) or None
+    return ConnInfo(hosts, user, password, dbname, opts)
+
+
+def _hosts(
+    host_text: str | None, port_text: str | None, source: str
+) -> tuple[tuple[str, int | None], ...]:
+    hosts = [host.strip() for host in host_text.split(",")] if host_text is not None else []
+    ports = [_port(p, source) for p in port_text.split(",")] if port_text is not None else []
+    if not hosts:
+        hosts = [""] if ports else []
+    if not ports:
+        ports = [None] * len(hosts)
+    elif len(ports) == 1:
+        ports *= len(hosts)
+    elif len(ports) != len(hosts):
+        raise _Invalid(f"invalid DSN: {len(ports)} ports given for {len(hosts)} hosts")
+    pairs = tuple(zip(hosts, ports, strict=True))
+    return () if all(pair == ("", None) for pair in pairs) else pairs
+
+
+def _port(text: str, source: str) -> int | None:
+    text = text.strip()
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit() and 0 < int(text) < 65536):
+        raise _Invalid("invalid port{} in " + source, text)
+    return int(text)
+
+
+# -- redaction -------------------------------------------------------------------------------
+
+
+def redact_dsn(dsn: str | None) -> str:
+    """Return ``dsn`` with its passwords replaced by ``***``; never raises.
+
+    A DSN that cannot be parsed, or whose structure is ambiguous enough that a password
+    might survive, is replaced as a whole by :data:`UNPARSABLE`.
+    """
+    try:
+        return _redact(dsn)
+    except Exception:
+        return UNPARSABLE
+
+
+def _redact(dsn: str | None) -> str:
+    text = (dsn or "").strip()
+    if not text:
+        return ""
+    masked = _mask(text, _secret_spans(text))
+    try:
+        info = parse_dsn(masked, env={})
+    except ValueError:
+        return UNPARSABLE
+    secrets = [info.password, *(v for k, v in info.params.items() if k.lower() in _SECRET_PARAMS)]
+    if any(secret not in (None, "", REDACTED) for secret in secrets):
+        return UNPARSABLE
+    match = _SCHEME_RE.match(masked)
+    if match is not None and not _uri_unambiguous(masked, match.end()):
+        return UNPARSABLE
+    return masked
+
+
+def _mask(text: str, spans: list[tuple[int, int]]) -> str:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(span for span in spans if span[0] < span[1]):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    out: list[str] = []
+    last = 0
+    for start, end in merged:
+        out.extend((text[last:start], REDACTED))
+        last = end
+    out.append(text[last:])
+    return "".join(out)
+
+
+def _secret_spans(text: str) -> list[tuple[int, int]]:
+    """Return the ``(start, end)`` index ranges of ``text`` that may hold a secret."""
+    match = _SCHEME_RE.match(text)
+    return _conninfo_spans(text) if match is None else _uri_spans(text, match.end())
+
+
+def _uri_spans(text: str, start: int) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    at = _userinfo_end(text, start)
+    colon = text.find(":", start, at) if at >= 0 else -1
+    if colon >= 0:
+        spans.append((colon + 1, at))
+    for match in _QUERY_KEY_RE.finditer(text, start):
+        if unquote(match.group(1)).lower() in _SECRET_PARAMS:
+            nxt = _NEXT_QUERY_KEY_RE.search(text, match.end())
+            spans.append((match.end(), len(text) if nxt is None else nxt.start()))
+    return spans
+
+
+def _userinfo_end(text: str, start: int) -> int:
+    """Return the index of the "@" ending a URI's userinfo, or -1.
+
+    Passwords pasted without percent-encoding may contain "/", "?" and "@": the userinfo
+    ends at the last "@" before the query, and a "?" counts as part of the password when
+    the text between it and the next "@" cannot be a ``key=value`` query parameter.
+    """
+    end = -1
+    pos = start
+    while True:
+        question = text.find("?", pos)
+        at = text.rfind("@", pos, len(text) if question < 0 else question)
+        end = max(end, at)
+        if question < 0:
+            return end
+        nxt = text.find("@", question + 1)
+        if nxt < 0 or "=" in text[question + 1 : nxt] or "&" in text[question + 1 : nxt]:
+            return end
+        pos = question + 1
+
+
+def _uri_unambiguous(text: str, start: int) -> bool:
+    """Tell whether the standard URI reading agrees with the paranoid one on the userinfo."""
+    authority_end = len(text)
+    for sep in "/?":
+        found = text.find(sep, start)
+        if found >= 0:
+            authority_end = min(authority_end, found)
+    standard = text.rfind("@", start, authority_end)
+    if standard != _userinfo_end(text, start):
+        return False
+    # "host:port" before an "@" further on may be a password holding "?" or "/".
+    return standard >= 0 or ":" not in text[start:authority_end] or "@" not in text[start:]
+
+
+def _conninfo_spans(text: str) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    for match in _CONNINFO_SECRET_RE.finditer(text):
+        start = match.end()
+        try:
+            _, end = _conninfo_token(text, start)
+        except _Invalid:  # unterminated quote: everything after it may be the secret
+            end = len(text)
+        nxt = _NEXT_CONNINFO_KEY_RE.search(text, start)
+        spans.append((start, max(end, len(text) if nxt is None else nxt.start())))
+    return spans
+
+
+def _secret_candidates(text: str) -> list[str]:
+    """Return pieces of ``text`` that may be secrets, for keeping them out of messages."""
+    candidates = [text[start:end] for start, end in _secret_spans(text)]
+    match = _SCHEME_RE.match(text)
+    if match is not None:
+        # Most paranoid reading: everything from the first ":" to the last "@".
+        colon, at = text.find(":", match.end()), text.rfind("@")
+        if 0 <= colon < at:
+            candidates.append(text[colon + 1 : at])
+    return [candidate for candidate in candidates if candidate]
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """Replace every occurrence of each non-empty secret, plain or encoded, with ``***``."""
+    forms: set[str] = set()
+    for secret in secrets:
+        if secret:
+            forms.update(
+                (
+                    secret,
+                    quote(secret, safe=""),
+                    quote(secret),
+                    repr(secret)[1:-1],
+                    secret.replace("\\", "\\\\").replace("'", "\\'"),
+                )
+            )
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, REDACTED)
+    return text

@@ -1,0 +1,347 @@
+"""The async face: anyio, so asyncio and trio alike.
+
+Everything runs on the pool's event loop, so the core needs no lock. Waiters
+park on an ``anyio.Event``. Background work (opening connections,
+housekeeping) runs in the task group given to the pool (``async with pool:``
+or ``aopen(task_group=...)``); without one, there are no free-floating tasks:
+connections are opened by the waiters that need them, on the pool's behalf,
+and timed work runs on acquire and release.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .._connection import AsyncConnection
+from .._core import CHECKING, Close, Open, PoolCore, Slot, Wake, Waiter
+from .._core.machine import Action
+from .._errors import Error
+from .._options import PoolOptions
+from ..backends.base import AsyncConn, Backend, ConnectParams, Runtime
+from .common import is_fatal, logger, pool_timeout
+
+_HOUSEKEEPING_MAX_SLEEP = 1.0
+_CLOSE_TIMEOUT = 5.0
+
+
+class AsyncFace:
+    """Carries out the core's decisions on one event loop."""
+
+    def __init__(
+        self,
+        core: PoolCore,
+        backend: Backend,
+        params: ConnectParams,
+        options: PoolOptions,
+        runtime: Runtime,
+        clock: Callable[[], float],
+    ) -> None:
+        self.core = core
+        self.backend = backend
+        self.params = params
+        self.options = options
+        self.runtime = runtime
+        self._now = clock
+        self._tg: TaskGroup | None = None
+        self._pending: deque[Slot] = deque()
+        self._next_tick = -math.inf
+        self._nudge = anyio.Event()
+        self._drained = anyio.Event()
+        self._housekeeper: anyio.CancelScope | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def open(self, wait: bool, timeout: float, task_group: TaskGroup | None) -> None:
+        """Start opening ``min_size`` connections; with ``wait``, until they are open."""
+        self._tg = task_group
+        if task_group is not None:
+            await task_group.start(self._housekeep)
+        self._apply(self.core.open)
+        if wait:
+            await self._wait_min_size(timeout)
+
+    async def _wait_min_size(self, timeout: float) -> None:
+        core = self.core
+        with anyio.move_on_after(timeout):
+            while core.idle + core.in_use < core.config.min_size:
+                error = core.last_connect_error
+                if error is not None and is_fatal(error):
+                    raise error
+                if self._pending:
+                    await self._open_slot(self._pending.popleft())
+                else:
+                    await anyio.sleep(0.002)
+            return
+        if core.last_connect_error is not None:
+            raise core.last_connect_error
+        raise pool_timeout(core, self.options.name, timeout)
+
+    async def close(self, timeout: float) -> None:
+        """Refuse new requests, let borrowers finish up to ``timeout``, then terminate."""
+        closes = self._apply(self.core.close)
+        with anyio.CancelScope(shield=True):
+            await self._close_slots(closes)
+            self._check_drained()
+            with anyio.move_on_after(timeout):
+                await self._drained.wait()
+            if self.core.size:
+                self.terminate()
+                with anyio.move_on_after(1.0):
+                    await self._drained.wait()
+        self._stop_housekeeper()
+
+    def terminate(self) -> None:
+        """Close every connection now (without waiting for the server)."""
+        core = self.core
+        core.terminate(self._now())
+        for action in core.take_actions():
+            if action.__class__ is Wake:
+                action.waiter.token.set()  # type: ignore[union-attr]
+            elif action.__class__ is Close:
+                driver: AsyncConn | None = action.slot.conn
+                if driver is not None:
+                    driver.terminate()
+                core.closed(action.slot, self._now())
+        self._pending.clear()
+        self._check_drained()
+        self._stop_housekeeper()
+
+    def _stop_housekeeper(self) -> None:
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
+
+    def _check_drained(self) -> None:
+        if self.core.closing and not self.core.size:
+            self._drained.set()
+
+    # -- acquiring and releasing ---------------------------------------------
+
+    async def getconn(self, timeout: float) -> AsyncConnection:
+        """A connection, waiting up to ``timeout`` seconds for one.
+
+        Raises:
+            PoolTimeout: none became available in time.
+            PoolClosed: the pool is closed.
+            TooManyWaiters: the queue is full.
+        """
+        core = self.core
+        now = self._now()
+        deadline = now + timeout
+        while True:
+            if now >= self._next_tick and self._tg is None:
+                await self._tick()
+            got = core.acquire(now)
+            if got.__class__ is Waiter:
+                got.token = anyio.Event()  # type: ignore[union-attr]
+            if core.actions:
+                await self._run(core.take_actions())
+            if got.__class__ is Slot:
+                slot: Slot = got  # type: ignore[assignment]
+            else:
+                slot = await self._wait(got, deadline, timeout)  # type: ignore[arg-type]
+            if slot.state is CHECKING or not slot.conn.alive():
+                if not await self._check(slot):
+                    now = self._now()
+                    continue
+            conn = AsyncConnection(slot)
+            setup = self.options.setup
+            if setup is not None:
+                await self._run_hook(setup, conn)
+            return conn
+
+    async def _wait(self, waiter: Waiter, deadline: float, timeout: float) -> Slot:
+        core = self.core
+        try:
+            while True:
+                with anyio.CancelScope(deadline=deadline):
+                    if not self._pending:
+                        await waiter.token.wait()
+                if waiter.done:
+                    return core.accept(waiter, self._now())
+                if self._now() >= deadline:
+                    core.cancel(waiter, self._now(), timed_out=True)
+                    raise pool_timeout(core, self.options.name, timeout)
+                waiter.token = anyio.Event()
+                if self._pending:  # no task group: open a connection on the pool's behalf
+                    with anyio.CancelScope(deadline=deadline):
+                        await self._open_slot(self._pending.popleft())
+        except BaseException:
+            core.cancel(waiter, self._now())
+            await self._run(core.take_actions())
+            raise
+        finally:
+            if self._pending:  # pass the pending work on to the next waiter
+                self._wake_first_waiter()
+
+    async def _check(self, slot: Slot) -> bool:
+        """Ping a slot before handing it out; False if it had to be dropped."""
+        driver: AsyncConn = slot.conn
+        try:
+            await driver.ping()
+            ok = True
+        except Error:
+            ok = False
+        except BaseException:
+            await self._release_slot(slot, reusable=False, cause="broken")
+            raise
+        if slot.state is CHECKING:
+            self.core.check_done(slot, ok, self._now())
+            await self._run(self.core.take_actions())
+        elif not ok:
+            await self._release_slot(slot, reusable=False, cause="broken")
+        return ok
+
+    async def release(self, conn: AsyncConnection) -> None:
+        """Give ``conn`` back: reset it, or replace it if it cannot be reused."""
+        slot = conn._detach()
+        driver: AsyncConn = slot.conn
+        core = self.core
+        now = self._now()
+        if not conn._dirty and self.options.reset is None and driver.is_clean():
+            cause = core.retire_reason(slot, now)
+            core.release(slot, now, reusable=cause is None, cause=cause or "")
+            if core.actions:
+                await self._run(core.take_actions())
+            if now >= self._next_tick and self._tg is None:
+                await self._tick()
+            return
+        with anyio.CancelScope(shield=True):
+            cause = core.retire_reason(slot, now)
+            reusable = False
+            if cause is None:
+                cause = "broken"
+                with anyio.move_on_after(_CLOSE_TIMEOUT):
+                    reusable = await self._reset(driver, conn)
+            await self._release_slot(slot, reusable=reusable, cause=cause)
+
+    async def _reset(self, driver: AsyncConn, conn: AsyncConnection) -> bool:
+        try:
+            if not (driver.alive() and await driver.reset(conn._dirty)):
+                return False
+            reset = self.options.reset
+            if reset is not None:
+                await reset(conn)
+        except Error as exc:
+            logger.debug("reset failed, discarding the connection: %s", exc)
+            return False
+        return True
+
+    async def _release_slot(self, slot: Slot, *, reusable: bool, cause: str) -> None:
+        self.core.release(slot, self._now(), reusable=reusable, cause=cause)
+        await self._run(self.core.take_actions())
+
+    # -- carrying out decisions ----------------------------------------------
+
+    def _apply(self, method: Callable[..., Any], *args: Any) -> list[Slot]:
+        """Feed one event to the core; start what it decided; the slots to close."""
+        method(*args, self._now())
+        return self._dispatch(self.core.take_actions())
+
+    async def _run(self, actions: list[Action]) -> None:
+        closes = self._dispatch(actions)
+        if closes:
+            await self._close_slots(closes)
+
+    def _dispatch(self, actions: list[Action]) -> list[Slot]:
+        closes: list[Slot] = []
+        for action in actions:
+            if action.__class__ is Wake:
+                action.waiter.token.set()  # type: ignore[union-attr]
+            elif action.__class__ is Open:
+                self._spawn_open(action.slot)
+            else:
+                assert isinstance(action, Close)
+                closes.append(action.slot)
+        return closes
+
+    def _spawn_open(self, slot: Slot) -> None:
+        if self._tg is not None:
+            self._tg.start_soon(self._open_slot, slot)
+            return
+        self._pending.append(slot)
+        self._wake_first_waiter()
+
+    def _wake_first_waiter(self) -> None:
+        waiter = self.core.first_waiter()
+        if waiter is not None and waiter.token is not None:
+            waiter.token.set()
+
+    async def _open_slot(self, slot: Slot) -> None:
+        """Open the connection of ``slot`` and report the outcome to the core."""
+        try:
+            driver = await self.backend.connect_async(self.params, self.runtime)
+        except Error as exc:
+            logger.warning("pool %r: connection failed: %s", self.options.name, exc)
+            await self._settle(self.core.connect_failed, slot, exc, fatal=is_fatal(exc))
+            return
+        except BaseException:
+            await self._settle(self.core.connect_abandoned, slot)
+            raise
+        slot.conn = driver
+        init = self.options.init
+        if init is not None:
+            conn = AsyncConnection(slot)
+            try:
+                await init(conn)
+            except BaseException as exc:
+                driver.terminate()
+                logger.warning("pool %r: init hook failed: %s", self.options.name, exc)
+                await self._settle(self.core.connect_failed, slot, exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            conn._detach()
+        await self._settle(self.core.connected, slot)
+
+    async def _settle(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        method(*args, self._now(), **kwargs)
+        self._nudge.set()
+        with anyio.CancelScope(shield=True):
+            await self._run(self.core.take_actions())
+        self._check_drained()
+
+    async def _close_slots(self, slots: list[Slot]) -> None:
+        with anyio.CancelScope(shield=True):
+            for slot in slots:
+                driver: AsyncConn | None = slot.conn
+                if driver is not None:
+                    with anyio.move_on_after(_CLOSE_TIMEOUT) as scope:
+                        try:
+                            await driver.close()
+                        except Exception as exc:
+                            logger.debug("error closing a connection: %s", exc)
+                    if scope.cancelled_caught:
+                        driver.terminate()
+                self.core.closed(slot, self._now())
+                self._dispatch(self.core.take_actions())
+        self._check_drained()
+
+    async def _run_hook(self, hook: Callable[[AsyncConnection], Awaitable[Any]], conn: AsyncConnection) -> None:
+        try:
+            await hook(conn)
+        except BaseException:
+            await self.release(conn)
+            raise
+
+    async def _tick(self) -> None:
+        now = self._now()
+        self.core.tick(now)
+        self._next_tick = min(self.core.next_deadline(), now + _HOUSEKEEPING_MAX_SLEEP)
+        if self.core.actions:
+            await self._run(self.core.take_actions())
+
+    async def _housekeep(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        with anyio.CancelScope() as scope:
+            self._housekeeper = scope
+            task_status.started()
+            while True:
+                await self._tick()
+                with anyio.CancelScope(deadline=self._next_tick):
+                    await self._nudge.wait()
+                self._nudge = anyio.Event()

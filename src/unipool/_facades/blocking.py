@@ -1,0 +1,275 @@
+"""The blocking face: threads, one lock around every core call.
+
+Waiters park on a pre-acquired ``threading.Lock`` (the cheapest wake-up the
+standard library has); connections are opened by short-lived daemon threads,
+so a requester never connects itself; a housekeeping thread runs the core's
+timed work.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from .._connection import Connection
+from .._core import CHECKING, Close, Open, PoolCore, Slot, Wake, Waiter
+from .._core.machine import Action
+from .._errors import Error, PoolTimeout
+from .._options import PoolOptions
+from ..backends.base import Backend, ConnectParams, SyncConn
+from .common import is_fatal, logger, pool_timeout
+
+_monotonic = time.monotonic
+_HOUSEKEEPING_MAX_SLEEP = 1.0
+
+
+class BlockingFace:
+    """Carries out the core's decisions with threads."""
+
+    def __init__(
+        self, core: PoolCore, backend: Backend, params: ConnectParams, options: PoolOptions
+    ) -> None:
+        self.core = core
+        self.backend = backend
+        self.params = params
+        self.options = options
+        self._lock = threading.Lock()
+        self._nudge = threading.Event()
+        self._drained = threading.Event()
+        self._stopped = False
+        self._housekeeper: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def open(self, wait: bool, timeout: float) -> None:
+        """Start opening ``min_size`` connections; with ``wait``, until they are open."""
+        self._call(self.core.open)
+        self._housekeeper = threading.Thread(
+            target=_housekeep, args=(weakref.ref(self),), name="unipool-housekeeper", daemon=True
+        )
+        self._housekeeper.start()
+        if wait:
+            self._wait_min_size(timeout)
+
+    def _wait_min_size(self, timeout: float) -> None:
+        deadline = _monotonic() + timeout
+        core = self.core
+        while core.idle + core.in_use < core.config.min_size:
+            error = core.last_connect_error
+            if error is not None and is_fatal(error):
+                raise error
+            if _monotonic() >= deadline:
+                error = pool_timeout(core, self.options.name, timeout)
+                if core.last_connect_error is not None:
+                    raise core.last_connect_error from None
+                raise error
+            time.sleep(0.002)
+
+    def close(self, timeout: float) -> None:
+        """Refuse new requests, let borrowers finish up to ``timeout``, then terminate."""
+        self._call(self.core.close)
+        if not self._drained.wait(timeout) and self.core.size:
+            self.terminate()
+            self._drained.wait(1.0)
+        self._stop_housekeeper()
+
+    def terminate(self) -> None:
+        """Close every connection now."""
+        self._call(self.core.terminate)
+        self._stop_housekeeper()
+
+    def _stop_housekeeper(self) -> None:
+        self._stopped = True
+        self._nudge.set()
+
+    # -- acquiring and releasing ---------------------------------------------
+
+    def getconn(self, timeout: float) -> Connection:
+        """A connection, waiting up to ``timeout`` seconds for one.
+
+        Raises:
+            PoolTimeout: none became available in time.
+            PoolClosed: the pool is closed.
+            TooManyWaiters: the queue is full.
+        """
+        core = self.core
+        deadline = _monotonic() + timeout
+        while True:
+            with self._lock:
+                got = core.acquire(_monotonic())
+                if got.__class__ is Waiter:
+                    got.token = _parked_lock()  # type: ignore[union-attr]
+                actions = core.take_actions() if core.actions else None
+            if actions:
+                self._run(actions)
+            slot = got if got.__class__ is Slot else self._wait(got, deadline, timeout)  # type: ignore[arg-type]
+            if slot.state is CHECKING or not slot.conn.alive():  # type: ignore[union-attr]
+                if not self._check(slot):  # type: ignore[arg-type]
+                    continue
+            conn = Connection(slot)  # type: ignore[arg-type]
+            setup = self.options.setup
+            if setup is not None:
+                self._run_hook(setup, conn)
+            return conn
+
+    def _wait(self, waiter: Waiter, deadline: float, timeout: float) -> Slot:
+        token: Any = waiter.token
+        try:
+            woken = token.acquire(True, max(deadline - _monotonic(), 0.0))
+        except BaseException:
+            self._call(self.core.cancel, waiter)
+            raise
+        if not woken:
+            self._call(self.core.cancel, waiter, timed_out=True)
+            raise pool_timeout(self.core, self.options.name, timeout)
+        with self._lock:
+            return self.core.accept(waiter, _monotonic())
+
+    def _check(self, slot: Slot) -> bool:
+        """Ping a slot before handing it out; False if it had to be dropped."""
+        driver: SyncConn = slot.conn
+        try:
+            driver.ping()
+            ok = True
+        except Error:
+            ok = False
+        except BaseException:
+            self._release_slot(slot, reusable=False, cause="broken")
+            raise
+        if slot.state is CHECKING:
+            self._call(self.core.check_done, slot, ok)
+        elif not ok:
+            self._release_slot(slot, reusable=False, cause="broken")
+        return ok
+
+    def release(self, conn: Connection) -> None:
+        """Give ``conn`` back: reset it, or replace it if it cannot be reused."""
+        slot = conn._detach()
+        driver: SyncConn = slot.conn
+        if not conn._dirty and self.options.reset is None and driver.is_clean():
+            cause = self.core.retire_reason(slot, _monotonic())
+            self._release_slot(slot, reusable=cause is None, cause=cause or "")
+            return
+        cause = self.core.retire_reason(slot, _monotonic())
+        reusable = False
+        if cause is None:
+            cause = "broken"
+            try:
+                reusable = driver.alive() and driver.reset(conn._dirty)
+                reset = self.options.reset
+                if reusable and reset is not None:
+                    reset(conn)
+            except Error as exc:
+                logger.debug("reset failed, discarding the connection: %s", exc)
+                reusable = False
+            except BaseException:
+                self._release_slot(slot, reusable=False, cause="broken")
+                raise
+        self._release_slot(slot, reusable=reusable, cause=cause)
+
+    def _release_slot(self, slot: Slot, *, reusable: bool, cause: str) -> None:
+        with self._lock:
+            self.core.release(slot, _monotonic(), reusable=reusable, cause=cause)
+            actions = self.core.take_actions() if self.core.actions else None
+        if actions:
+            self._run(actions)
+
+    # -- carrying out decisions ----------------------------------------------
+
+    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        with self._lock:
+            method(*args, _monotonic(), **kwargs)
+            actions = self.core.take_actions()
+        self._run(actions)
+        if self.core.closing and not self.core.size:
+            self._drained.set()
+
+    def _run(self, actions: list[Action]) -> None:
+        for action in actions:
+            if action.__class__ is Wake:
+                action.waiter.token.release()  # type: ignore[union-attr]
+            elif action.__class__ is Open:
+                threading.Thread(
+                    target=self._open_slot, args=(action.slot,), name="unipool-connect", daemon=True
+                ).start()
+            else:
+                assert isinstance(action, Close)
+                self._close_slot(action.slot)
+
+    def _open_slot(self, slot: Slot) -> None:
+        try:
+            driver = self.backend.connect_sync(self.params)
+        except BaseException as exc:
+            logger.warning("pool %r: connection failed: %s", self.options.name, exc)
+            self._call(self.core.connect_failed, slot, exc, fatal=is_fatal(exc))
+            self._nudge.set()
+            return
+        slot.conn = driver
+        init = self.options.init
+        if init is not None:
+            conn = Connection(slot)
+            try:
+                init(conn)
+            except BaseException as exc:
+                driver.terminate()
+                logger.warning("pool %r: init hook failed: %s", self.options.name, exc)
+                self._call(self.core.connect_failed, slot, exc)
+                self._nudge.set()
+                return
+            conn._detach()
+        self._call(self.core.connected, slot)
+
+    def _close_slot(self, slot: Slot) -> None:
+        driver: SyncConn | None = slot.conn
+        if driver is not None:
+            try:
+                driver.close()
+            except Exception as exc:  # the connection is gone either way
+                logger.debug("error closing a connection: %s", exc)
+        self._call(self.core.closed, slot)
+
+    def _run_hook(self, hook: Callable[[Connection], Any], conn: Connection) -> None:
+        try:
+            hook(conn)
+        except BaseException:
+            self.release(conn)
+            raise
+
+    def tick(self) -> float:
+        """Run the core's timed work; seconds until it is due again."""
+        with self._lock:
+            now = _monotonic()
+            self.core.tick(now)
+            actions = self.core.take_actions()
+            deadline = self.core.next_deadline()
+        self._run(actions)
+        return min(max(deadline - now, 0.0), _HOUSEKEEPING_MAX_SLEEP)
+
+
+def _parked_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
+def _housekeep(face_ref: weakref.ref[BlockingFace]) -> None:
+    """The housekeeping thread: exits when the pool stops or is garbage-collected."""
+    while True:
+        face = face_ref()
+        if face is None or face._stopped:
+            return
+        try:
+            delay = face.tick()
+        except Exception:  # pragma: no cover - a bug; keep the pool alive
+            logger.exception("housekeeping failed")
+            delay = _HOUSEKEEPING_MAX_SLEEP
+        nudge = face._nudge
+        del face
+        nudge.wait(delay)
+        nudge.clear()
+
+
+__all__ = ["BlockingFace", "PoolTimeout"]

@@ -1,0 +1,125 @@
+"""Pool options: names, defaults and validation (no I/O)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+_names = itertools.count(1)
+
+#: Accepted for compatibility with asyncpg's pool.
+ALIASES = {"max_inactive_connection_lifetime": "max_idle"}
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """Every option of a pool, validated; see the README for their meaning."""
+
+    min_size: int = 1
+    max_size: int = 10
+    acquire_timeout: float = 30.0
+    max_waiting: int = 0
+    max_queries: int = 50_000
+    max_lifetime: float | None = 3600.0
+    max_idle: float | None = 600.0
+    connect_timeout: float | None = 10.0
+    command_timeout: float | None = None
+    reconnect_timeout: float | None = 300.0
+    check: float | None = 1.0
+    connect: Callable[..., Any] | None = None
+    init: Callable[..., Any] | None = None
+    setup: Callable[..., Any] | None = None
+    reset: Callable[..., Any] | None = None
+    connect_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    name: str = ""
+
+    def with_changes(self, **changes: Any) -> PoolOptions:
+        """A validated copy with ``changes`` applied."""
+        return build_options(**{**self._as_dict(), **changes})
+
+    def _as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_OPTION_NAMES = frozenset(f.name for f in fields(PoolOptions))
+_INTS = ("min_size", "max_size", "max_waiting", "max_queries")
+_SECONDS = ("acquire_timeout",)
+_OPTIONAL_SECONDS = (
+    "max_lifetime", "max_idle", "connect_timeout", "command_timeout", "reconnect_timeout", "check"
+)
+_HOOKS = ("connect", "init", "setup", "reset")
+
+
+def build_options(**options: Any) -> PoolOptions:
+    """Validate ``options`` and return them with defaults filled in.
+
+    Raises:
+        TypeError: an unknown option, or a value of the wrong type.
+        ValueError: a value out of range, or ``min_size > max_size``.
+    """
+    for alias, canonical in ALIASES.items():
+        if alias in options:
+            if canonical in options:
+                raise TypeError(f"pass either {alias!r} or {canonical!r}, not both")
+            options[canonical] = options.pop(alias)
+    unknown = sorted(set(options) - _OPTION_NAMES)
+    if unknown:
+        allowed = ", ".join(sorted(_OPTION_NAMES | set(ALIASES)))
+        raise TypeError(f"unknown option {unknown[0]!r}; the options are: {allowed}")
+    if "max_size" not in options and "min_size" in options:
+        options["max_size"] = max(options["min_size"], PoolOptions.max_size)
+    for name in _INTS:
+        if name in options:
+            _check_int(name, options[name])
+    for name in _SECONDS:
+        if name in options:
+            options[name] = _check_seconds(name, options[name])
+    if options.get("check") is False:
+        options["check"] = None
+    for name in _OPTIONAL_SECONDS:
+        if options.get(name) is not None:
+            options[name] = _check_seconds(name, options[name])
+    for name in _HOOKS:
+        hook = options.get(name)
+        if hook is not None and not callable(hook):
+            raise TypeError(f"{name} must be a callable, not {type(hook).__name__}")
+    kwargs = options.get("connect_kwargs")
+    if kwargs is None:
+        options["connect_kwargs"] = {}
+    elif not isinstance(kwargs, Mapping):
+        raise TypeError(f"connect_kwargs must be a mapping, not {type(kwargs).__name__}")
+    else:
+        options["connect_kwargs"] = dict(kwargs)
+    name = options.get("name")
+    if name is None or name == "":
+        options["name"] = f"pool-{next(_names)}"
+    elif not isinstance(name, str):
+        raise TypeError(f"name must be a str, not {type(name).__name__}")
+    result = PoolOptions(**options)
+    if result.max_size < 1:
+        raise ValueError(f"max_size must be at least 1, not {result.max_size}")
+    if result.min_size > result.max_size:
+        raise ValueError(
+            f"min_size ({result.min_size}) must not exceed max_size ({result.max_size})"
+        )
+    return result
+
+
+def _check_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must not be negative, not {value}")
+
+
+def _check_seconds(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be a non-negative number of seconds, not {value}")
+    return float(value)
+
+

@@ -1,0 +1,556 @@
+"""Pool: one object, two faces.
+
+A pool is opened either for blocking use or for async use, and stays bound to
+that mode (and, for async, to that event loop) until it is closed. The first
+use opens it lazily in the mode of that use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any, Literal
+
+import sniffio
+from anyio.abc import TaskGroup
+
+from ._connection import AsyncConnection, Connection
+from ._contexts import AcquireContext, PoolTransaction
+from ._core import CoreConfig, PoolCore
+from ._dsn import redact_dsn
+from ._errors import PoolClosed, UsageError
+from ._facades.async_ import AsyncFace
+from ._facades.blocking import BlockingFace
+from ._options import PoolOptions
+from ._record import Record
+from ._stats import PoolStats
+from .backends.base import Backend, ConnectParams
+
+Mode = Literal["sync", "asyncio", "trio"]
+_get_running_loop = asyncio._get_running_loop
+_CLOSE_TIMEOUT = 5.0
+
+
+class Pool:
+    """A PostgreSQL connection pool; see :func:`unipool.connect`."""
+
+    def __init__(self, dsn: str | None, backend: Backend, options: PoolOptions) -> None:
+        self._dsn = dsn
+        self._backend = backend
+        self._options = options
+        self._params = _connect_params(dsn, options, {})
+        self._mode: Mode | None = None
+        self._loop: object = None
+        self._face: BlockingFace | AsyncFace | None = None
+        self._core: PoolCore | None = None
+        self._closed = False
+        self._task_group_cm: Any = None
+
+    # -- identity ----------------------------------------------------------
+
+    @property
+    def backend(self) -> str:
+        """The backend's name."""
+        return self._backend.name
+
+    @property
+    def mode(self) -> Mode | None:
+        """``None`` before the pool opens, then ``"sync"``, ``"asyncio"`` or ``"trio"``."""
+        return self._mode
+
+    @property
+    def name(self) -> str:
+        """The pool's name, as shown in logs, ``repr`` and stats."""
+        return self._options.name
+
+    def __repr__(self) -> str:
+        core = self._core
+        state = "closed" if self._closed else self._mode or "not open"
+        counts = f" size={core.size} idle={core.idle} waiting={core.waiting}" if core else ""
+        return (
+            f"<unipool.Pool {self.name!r} {self.backend} {state}{counts} "
+            f"dsn={redact_dsn(self._dsn)!r}>"
+        )
+
+    # -- binding -----------------------------------------------------------
+
+    def _new_core(self) -> PoolCore:
+        o = self._options
+        config = CoreConfig(
+            min_size=o.min_size,
+            max_size=o.max_size,
+            max_waiting=o.max_waiting,
+            max_queries=o.max_queries,
+            max_lifetime=o.max_lifetime,
+            max_idle=o.max_idle,
+            check_after=o.check,
+            reconnect_timeout=o.reconnect_timeout,
+        )
+        self._core = PoolCore(config, random.Random())
+        return self._core
+
+    def _sync(self) -> BlockingFace:
+        face = self._face
+        if face.__class__ is BlockingFace:
+            return face  # type: ignore[return-value]
+        if self._closed:
+            raise PoolClosed(f"pool {self.name!r} is closed; create a new one")
+        if self._mode is not None:
+            raise UsageError(
+                f"pool {self.name!r} was opened for async use ({self._mode}); use "
+                "'async with pool.acquire()' and the a-prefixed methods, or a separate pool"
+            )
+        self.open(wait=False)
+        return self._face  # type: ignore[return-value]
+
+    def _async(self) -> AsyncFace:
+        face = self._face
+        if face.__class__ is AsyncFace and self._on_my_loop():
+            return face  # type: ignore[return-value]
+        raise self._async_misuse()
+
+    def _on_my_loop(self) -> bool:
+        if self._mode == "asyncio":
+            return _get_running_loop() is self._loop
+        try:
+            import trio
+
+            return trio.lowlevel.current_trio_token() is self._loop
+        except RuntimeError:
+            return False
+
+    def _async_misuse(self) -> Exception:
+        if self._closed:
+            return PoolClosed(f"pool {self.name!r} is closed; create a new one")
+        if self._mode == "sync":
+            return UsageError(
+                f"pool {self.name!r} was opened for blocking use; use 'with pool.acquire()' "
+                "and the methods without the a- prefix, or a separate pool"
+            )
+        return UsageError(
+            f"pool {self.name!r} is bound to another event loop ({self._mode}); "
+            "create one pool per event loop"
+        )
+
+    @staticmethod
+    def _current_loop() -> tuple[Mode, object]:
+        try:
+            library = sniffio.current_async_library()
+        except sniffio.AsyncLibraryNotFoundError:
+            raise UsageError("no running event loop: use the blocking API") from None
+        if library == "asyncio":
+            return "asyncio", asyncio.get_running_loop()
+        if library == "trio":
+            import trio
+
+            return "trio", trio.lowlevel.current_trio_token()
+        raise UsageError(f"unsupported async library {library!r}: use asyncio or trio")
+
+    # -- blocking lifecycle ------------------------------------------------
+
+    def open(self, wait: bool = True, timeout: float | None = None) -> None:
+        """Open the pool for blocking use; with ``wait``, until ``min_size`` connections are open.
+
+        Raises:
+            ConnectError: with ``wait``, the server could not be reached or refused us.
+            PoolTimeout: with ``wait``, ``min_size`` was not reached in ``timeout`` seconds.
+            UsageError: the pool is in async use, or this thread runs an event loop.
+            PoolClosed: the pool was closed.
+        """
+        if self._face is not None and self._mode == "sync":
+            return
+        if self._closed:
+            raise PoolClosed(f"pool {self.name!r} is closed; create a new one")
+        if self._mode is not None:
+            raise self._async_misuse() if self._mode == "sync" else UsageError(
+                f"pool {self.name!r} is open for async use ({self._mode})"
+            )
+        if _get_running_loop() is not None or sniffio.thread_local.name is not None:
+            raise UsageError(
+                "blocking pool use inside a running event loop would block it: "
+                "use 'async with pool' and the a-prefixed methods"
+            )
+        face = BlockingFace(self._new_core(), self._backend, self._params, self._options)
+        self._face, self._mode = face, "sync"
+        try:
+            face.open(wait, self._options.acquire_timeout if timeout is None else timeout)
+        except BaseException:
+            face.terminate()
+            self._face = self._core = self._mode = None
+            raise
+
+    def close(self, timeout: float = _CLOSE_TIMEOUT) -> None:
+        """Close the pool: refuse new requests now, wait up to ``timeout`` for borrowers.
+
+        Raises:
+            UsageError: the pool is in async use (use ``aclose()``).
+        """
+        if self._closed:
+            return
+        face = self._face
+        if face is None:
+            self._closed = True
+            return
+        if not isinstance(face, BlockingFace):
+            raise UsageError(f"pool {self.name!r} is in async use: use 'await pool.aclose()'")
+        self._closed = True
+        face.close(timeout)
+
+    def __enter__(self) -> Pool:
+        self.open()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- async lifecycle ---------------------------------------------------
+
+    async def aopen(
+        self, wait: bool = True, timeout: float | None = None, task_group: TaskGroup | None = None
+    ) -> None:
+        """Open the pool for async use on the running event loop.
+
+        Background work runs in ``task_group`` if given; ``async with pool:``
+        provides one.
+
+        Raises:
+            ConnectError: with ``wait``, the server could not be reached or refused us.
+            PoolTimeout: with ``wait``, ``min_size`` was not reached in ``timeout`` seconds.
+            UsageError: the pool is in blocking use or bound to another loop.
+            PoolClosed: the pool was closed.
+        """
+        if self._face is not None:
+            self._async()
+            return
+        if self._closed:
+            raise PoolClosed(f"pool {self.name!r} is closed; create a new one")
+        mode, loop = self._current_loop()
+        clock = loop.time if mode == "asyncio" else _trio_clock()  # type: ignore[attr-defined]
+        face = AsyncFace(self._new_core(), self._backend, self._params, self._options, mode, clock)
+        self._face, self._mode, self._loop = face, mode, loop
+        try:
+            await face.open(
+                wait, self._options.acquire_timeout if timeout is None else timeout, task_group
+            )
+        except BaseException:
+            face.terminate()
+            self._face = self._core = self._mode = self._loop = None
+            raise
+
+    async def aclose(self, timeout: float = _CLOSE_TIMEOUT) -> None:
+        """Close the pool: refuse new requests now, wait up to ``timeout`` for borrowers.
+
+        Raises:
+            UsageError: the pool is in blocking use (use ``close()``) or bound to another loop.
+        """
+        if self._closed:
+            return
+        if self._face is None:
+            self._closed = True
+            return
+        face = self._async()
+        self._closed = True
+        await face.close(timeout)
+
+    async def __aenter__(self) -> Pool:
+        import anyio
+
+        cm = anyio.create_task_group()
+        task_group = await cm.__aenter__()
+        try:
+            await self.aopen(task_group=task_group)
+        except BaseException as exc:
+            task_group.cancel_scope.cancel()
+            await cm.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._task_group_cm = cm
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        cm, self._task_group_cm = self._task_group_cm, None
+        try:
+            await self.aclose()
+        finally:
+            if cm is not None:
+                cm.cancel_scope.cancel()
+                await cm.__aexit__(None, None, None)
+
+    # -- either mode -------------------------------------------------------
+
+    def terminate(self) -> None:
+        """Close the pool and every connection now, borrowed ones included."""
+        self._closed = True
+        if self._face is not None:
+            self._face.terminate()
+
+    def resize(self, max_size: int) -> None:
+        """Change ``max_size`` (lowering ``min_size`` too if needed); surplus idle ones close.
+
+        Raises:
+            ValueError: ``max_size`` is below 1.
+        """
+        if isinstance(max_size, bool) or not isinstance(max_size, int):
+            raise TypeError(f"max_size must be an int, not {type(max_size).__name__}")
+        if max_size < 1:
+            raise ValueError(f"max_size must be at least 1, not {max_size}")
+        self._options = self._options.with_changes(
+            max_size=max_size, min_size=min(self._options.min_size, max_size)
+        )
+        face = self._face
+        if isinstance(face, BlockingFace):
+            face._call(face.core.resize, max_size)
+        elif isinstance(face, AsyncFace):
+            face.core.resize(max_size, face._now())
+            face._nudge.set()
+
+    def set_connect_args(self, dsn: str | None = None, **connect_kwargs: Any) -> None:
+        """Use ``dsn`` and ``connect_kwargs`` for connections opened from now on."""
+        if dsn is not None:
+            self._dsn = dsn
+        self._params = _connect_params(self._dsn, self._options, connect_kwargs)
+        if self._face is not None:
+            self._face.params = self._params
+
+    def stats(self) -> PoolStats:
+        """A snapshot of the pool's gauges and counters."""
+        core = self._core
+        o = self._options
+        if core is None:
+            return PoolStats(o.name, o.min_size, o.max_size, 0, 0, 0, 0, self._closed,
+                             0, 0, 0.0, 0.0, 0, 0, 0, 0, {})
+        c = core.counters
+        return PoolStats(
+            name=o.name, min_size=core.config.min_size, max_size=core.config.max_size,
+            size=core.size, idle=core.idle, in_use=core.in_use, waiting=core.waiting,
+            closing=core.closing or self._closed, acquires=c.acquires,
+            acquire_timeouts=c.acquire_timeouts, wait_time_total=c.wait_time_total,
+            wait_time_max=c.wait_time_max, connects=c.connects, connect_errors=c.connect_errors,
+            connections_lost=c.connections_lost, connections_closed=c.connections_closed,
+            recycled=dict(c.recycled),
+        )  # fmt: skip
+
+    def get_size(self) -> int:
+        """Connections open or being opened."""
+        return self._core.size if self._core else 0
+
+    def get_idle_size(self) -> int:
+        """Connections ready to hand out."""
+        return self._core.idle if self._core else 0
+
+    def get_min_size(self) -> int:
+        """The ``min_size`` option."""
+        return self._core.config.min_size if self._core else self._options.min_size
+
+    def get_max_size(self) -> int:
+        """The ``max_size`` option."""
+        return self._core.config.max_size if self._core else self._options.max_size
+
+    def is_closing(self) -> bool:
+        """Whether ``close()`` (or ``terminate()``) was called."""
+        return self._closed
+
+    # -- blocking API --------------------------------------------------------
+
+    def acquire(self, timeout: float | None = None) -> AcquireContext:
+        """A connection for a ``with`` (blocking) or ``async with`` (async) block."""
+        return AcquireContext(self, timeout)
+
+    def transaction(
+        self, isolation: str | None = None, readonly: bool = False, deferrable: bool = False
+    ) -> PoolTransaction:
+        """Acquire a connection and open a transaction, as ``with`` or ``async with``."""
+        return PoolTransaction(self, isolation, readonly, deferrable)
+
+    def getconn(self, timeout: float | None = None) -> Connection:
+        """A connection, to give back with :meth:`release`.
+
+        Raises:
+            PoolTimeout: none became available in time (default ``acquire_timeout``).
+            PoolClosed: the pool is closed.
+            TooManyWaiters: the queue is full.
+            UsageError: the pool is in async use.
+        """
+        face = self._sync()
+        return face.getconn(self._options.acquire_timeout if timeout is None else timeout)
+
+    def release(self, conn: Connection) -> None:
+        """Give back a connection from :meth:`getconn`."""
+        self._sync().release(conn)
+
+    def execute(self, sql: str, *args: Any) -> str:
+        """Run ``sql`` on a pooled connection; the command tag."""
+        face = self._sync()
+        conn = face.getconn(self._options.acquire_timeout)
+        try:
+            return conn.execute(sql, *args)
+        finally:
+            face.release(conn)
+
+    def executemany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> None:
+        """Run ``sql`` once per parameter tuple on a pooled connection."""
+        face = self._sync()
+        conn = face.getconn(self._options.acquire_timeout)
+        try:
+            conn.executemany(sql, args_seq)
+        finally:
+            face.release(conn)
+
+    def fetch(self, sql: str, *args: Any) -> list[Record]:
+        """All rows of ``sql``, run on a pooled connection."""
+        face = self._sync()
+        conn = face.getconn(self._options.acquire_timeout)
+        try:
+            return conn.fetch(sql, *args)
+        finally:
+            face.release(conn)
+
+    def fetchrow(self, sql: str, *args: Any) -> Record | None:
+        """The first row of ``sql``, run on a pooled connection."""
+        face = self._sync()
+        conn = face.getconn(self._options.acquire_timeout)
+        try:
+            return conn.fetchrow(sql, *args)
+        finally:
+            face.release(conn)
+
+    def fetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
+        """One value of the first row of ``sql``, run on a pooled connection."""
+        face = self._sync()
+        conn = face.getconn(self._options.acquire_timeout)
+        try:
+            return conn.fetchval(sql, *args, column=column)
+        finally:
+            face.release(conn)
+
+    def fetchmany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> list[list[Record]]:
+        """Run ``sql`` once per parameter tuple on a pooled connection; the rows of each run."""
+        face = self._sync()
+        conn = face.getconn(self._options.acquire_timeout)
+        try:
+            return conn.fetchmany(sql, args_seq)
+        finally:
+            face.release(conn)
+
+    def expire_connections(self) -> None:
+        """Replace every connection: idle ones now, borrowed ones when they come back."""
+        face = self._sync()
+        face._call(face.core.expire)
+
+    # -- async API ---------------------------------------------------------
+
+    async def _aface(self) -> AsyncFace:
+        face = self._face
+        if face.__class__ is AsyncFace and self._on_my_loop():
+            return face  # type: ignore[return-value]
+        if face is None and not self._closed:
+            await self.aopen(wait=False)
+            return self._face  # type: ignore[return-value]
+        raise self._async_misuse()
+
+    async def agetconn(self, timeout: float | None = None) -> AsyncConnection:
+        """A connection, to give back with :meth:`arelease`.
+
+        Raises:
+            PoolTimeout: none became available in time (default ``acquire_timeout``).
+            PoolClosed: the pool is closed.
+            TooManyWaiters: the queue is full.
+            UsageError: the pool is in blocking use or bound to another loop.
+        """
+        face = await self._aface()
+        return await face.getconn(self._options.acquire_timeout if timeout is None else timeout)
+
+    async def arelease(self, conn: AsyncConnection) -> None:
+        """Give back a connection from :meth:`agetconn` or ``await pool.acquire()``."""
+        await self._async().release(conn)
+
+    async def aexecute(self, sql: str, *args: Any) -> str:
+        """Run ``sql`` on a pooled connection; the command tag."""
+        face = await self._aface()
+        conn = await face.getconn(self._options.acquire_timeout)
+        try:
+            return await conn.execute(sql, *args)
+        finally:
+            await face.release(conn)
+
+    async def aexecutemany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> None:
+        """Run ``sql`` once per parameter tuple on a pooled connection."""
+        face = await self._aface()
+        conn = await face.getconn(self._options.acquire_timeout)
+        try:
+            await conn.executemany(sql, args_seq)
+        finally:
+            await face.release(conn)
+
+    async def afetch(self, sql: str, *args: Any) -> list[Record]:
+        """All rows of ``sql``, run on a pooled connection."""
+        face = await self._aface()
+        conn = await face.getconn(self._options.acquire_timeout)
+        try:
+            return await conn.fetch(sql, *args)
+        finally:
+            await face.release(conn)
+
+    async def afetchrow(self, sql: str, *args: Any) -> Record | None:
+        """The first row of ``sql``, run on a pooled connection."""
+        face = await self._aface()
+        conn = await face.getconn(self._options.acquire_timeout)
+        try:
+            return await conn.fetchrow(sql, *args)
+        finally:
+            await face.release(conn)
+
+    async def afetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
+        """One value of the first row of ``sql``, run on a pooled connection."""
+        face = await self._aface()
+        conn = await face.getconn(self._options.acquire_timeout)
+        try:
+            return await conn.fetchval(sql, *args, column=column)
+        finally:
+            await face.release(conn)
+
+    async def afetchmany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> list[list[Record]]:
+        """Run ``sql`` once per parameter tuple on a pooled connection; the rows of each run."""
+        face = await self._aface()
+        conn = await face.getconn(self._options.acquire_timeout)
+        try:
+            return await conn.fetchmany(sql, args_seq)
+        finally:
+            await face.release(conn)
+
+    async def aexpire_connections(self) -> None:
+        """Replace every connection: idle ones now, borrowed ones when they come back."""
+        face = await self._aface()
+        await face._close_slots(face._apply(face.core.expire))
+
+
+def _connect_params(dsn: str | None, options: PoolOptions, extra: dict[str, Any]) -> ConnectParams:
+    from ._dsn import parse_dsn
+
+    secrets: tuple[str, ...] = ()
+    try:
+        password = parse_dsn(dsn).password
+        secrets = (password,) if password else ()
+    except ValueError:
+        pass
+    kwargs = {**options.connect_kwargs, **extra}
+    if kwargs.get("password"):
+        secrets += (str(kwargs["password"]),)
+    return ConnectParams(
+        dsn=dsn,
+        connect_timeout=options.connect_timeout,
+        command_timeout=options.command_timeout,
+        kwargs=kwargs,
+        secrets=secrets,
+    )
+
+
+def _trio_clock() -> Any:
+    import trio
+
+    return trio.current_time

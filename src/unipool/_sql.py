@@ -1,0 +1,71 @@
+"""SQL the pool writes itself, and what it can tell from a statement's text."""
+
+from __future__ import annotations
+
+import re
+
+#: Returns a session to its connection defaults in one round trip. Never
+#: ``DISCARD ALL``: it breaks every driver's prepared-statement cache.
+RESET_SESSION = (
+    "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; "
+    "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES"
+)
+
+ISOLATION_LEVELS = {
+    "read_committed": "READ COMMITTED",
+    "repeatable_read": "REPEATABLE READ",
+    "serializable": "SERIALIZABLE",
+}
+
+_CLEAN_FIRST_WORDS = frozenset(
+    {"select", "insert", "update", "delete", "with", "values", "table", "show", "explain",
+     "merge", "begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release"}
+)
+_SESSION_CHANGERS = re.compile(r"set_config|advisory|dblink|\btemp(?:orary)?\b", re.IGNORECASE)
+_SELECT_INTO = re.compile(r"\binto\b", re.IGNORECASE)
+_FIRST_WORD = re.compile(r"\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*([A-Za-z]+)", re.DOTALL)
+_cache: dict[str, bool] = {}
+_CACHE_MAX = 4096
+
+
+def leaves_session_clean(sql: str) -> bool:
+    """Whether ``sql`` surely leaves session state (settings, locks, temp tables) as it was.
+
+    Conservative: anything not recognised counts as a change. Statements that
+    change session state only inside a user-defined function are not seen;
+    run those through ``conn.raw``, which always counts as a change.
+    """
+    known = _cache.get(sql)
+    if known is not None:
+        return known
+    match = _FIRST_WORD.match(sql)
+    first = match.group(1).lower() if match else ""
+    clean = (
+        first in _CLEAN_FIRST_WORDS
+        and _SESSION_CHANGERS.search(sql) is None
+        and not (first in ("select", "with") and _SELECT_INTO.search(sql))
+    )
+    if len(_cache) >= _CACHE_MAX:
+        _cache.clear()
+    _cache[sql] = clean
+    return clean
+
+
+def begin_statement(isolation: str | None, readonly: bool, deferrable: bool) -> str:
+    """The ``BEGIN`` for a transaction with these characteristics.
+
+    Raises:
+        ValueError: an unknown isolation level.
+    """
+    parts = ["BEGIN"]
+    if isolation is not None:
+        try:
+            parts.append("ISOLATION LEVEL " + ISOLATION_LEVELS[isolation])
+        except KeyError:
+            allowed = ", ".join(repr(k) for k in ISOLATION_LEVELS)
+            raise ValueError(f"isolation must be one of {allowed}, not {isolation!r}") from None
+    if readonly:
+        parts.append("READ ONLY")
+    if deferrable:
+        parts.append("DEFERRABLE")
+    return " ".join(parts)

