@@ -23,7 +23,11 @@ REDACTED = "***"
 UNPARSABLE = "<dsn: unparsable, hidden>"
 
 _SCHEMES = frozenset({"postgresql", "postgres"})
+# Keys whose values are hidden: these, any key holding one of _SECRET_WORDS, and near
+# misspellings of "password" (a misspelled key is a likely reason to log a DSN).
 _SECRET_PARAMS = frozenset({"password", "sslpassword"})
+_SECRET_WORDS = ("pass", "pwd", "secret")
+_NOT_SECRET = frozenset({"passfile"})
 _FIELDS = frozenset({"host", "port", "user", "password", "dbname"})
 _ENV_VARS = (
     ("PGHOST", "host"),
@@ -45,24 +49,46 @@ _PCT_RE = re.compile(r"%([0-9A-Fa-f]{2})")
 _NEXT_QUERY_KEY_RE = re.compile(r"&[A-Za-z_%][A-Za-z0-9_.%]*=")
 _NEXT_CONNINFO_KEY_RE = re.compile(r"\s+[A-Za-z_][A-Za-z0-9_.]*\s*=")
 _QUERY_KEY_RE = re.compile(r"[?&]([^=&?]*)=")
-_CONNINFO_SECRET_RE = re.compile(r"(?:ssl)?password\s*=\s*", re.IGNORECASE)
+_CONNINFO_KEY_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*)\s*=")
 _BARE_RE = re.compile(r"[^\s'\\]+")
+# An invalid port is only quoted if it looks like a mistyped port, not like mangled userinfo.
+_PORTLIKE_RE = re.compile(r"[A-Za-z0-9+\-]{1,8}")
 
 
 class _Invalid(ValueError):
-    """Raised when a DSN is malformed; ``template`` has one ``{}`` for the shown value."""
+    """Raised when a DSN is malformed; ``template`` has one ``{}`` for the offending value.
 
-    def __init__(self, template: str, value: str | None = None) -> None:
+    ``literal`` values are copied from the DSN text and are only shown when no occurrence
+    of them touches a part of the text that may hold a secret.
+    """
+
+    def __init__(self, template: str, value: str | None = None, *, literal: bool = True) -> None:
         super().__init__(template)
         self.template = template
         self.value = value
+        self.literal = literal
 
-    def render(self, secrets: Iterable[str]) -> str:
-        """Return the message, quoting the offending value only if it is no secret."""
+    def render(self, text: str, spans: list[tuple[int, int]], secrets: list[str]) -> str:
+        """Return the message, quoting the offending value only if it cannot be a secret."""
         value = self.value
-        if value is None or any(value in s or s in value for s in secrets if s):
-            return self.template.format("")
-        return self.template.format(f" {value!r}")
+        hidden = (
+            not value
+            or any(value in secret or secret in value for secret in secrets if secret)
+            or (self.literal and _touches(text, value, spans))
+        )
+        return self.template.format("" if hidden else f" {value!r}")
+
+
+def _touches(text: str, value: str, spans: list[tuple[int, int]]) -> bool:
+    """Tell whether ``value`` is missing from ``text`` or an occurrence overlaps a span."""
+    found = False
+    index = text.find(value)
+    while index >= 0:
+        found = True
+        if any(index < end and start < index + len(value) for start, end in spans):
+            return True
+        index = text.find(value, index + 1)
+    return not found
 
 
 @dataclass(frozen=True)
@@ -129,9 +155,9 @@ class ConnInfo:
             out.append(",".join(_uri_host(host, port) for host, port in self.hosts))
         if self.dbname:
             out.append("/" + quote(self.dbname, safe=""))
-        query.update(_redacted_params(self.params) if redact else self.params)
+        query.update(self.params)
         if query:
-            pairs = (f"{quote(k, safe='')}={_query_value(k, v)}" for k, v in query.items())
+            pairs = (f"{quote(k, safe='')}={_query_value(k, v, redact)}" for k, v in query.items())
             out.append("?" + "&".join(pairs))
         return "".join(out)
 
@@ -153,7 +179,29 @@ class ConnInfo:
 
 
 def _redacted_params(params: Mapping[str, str]) -> dict[str, str]:
-    return {k: REDACTED if k.lower() in _SECRET_PARAMS else v for k, v in params.items()}
+    return {k: REDACTED if _is_secret_key(k) else v for k, v in params.items()}
+
+
+def _is_secret_key(key: str) -> bool:
+    key = key.lower()
+    if key in _NOT_SECRET:
+        return False
+    if key in _SECRET_PARAMS or any(word in key for word in _SECRET_WORDS):
+        return True
+    return abs(len(key) - 8) <= 2 and _distance(key, "password") <= 2
+
+
+def _distance(a: str, b: str) -> int:
+    """Return the Levenshtein distance between ``a`` and ``b``."""
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        current = [i]
+        for j, char_b in enumerate(b, 1):
+            current.append(
+                min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b))
+            )
+        previous = current
+    return previous[-1]
 
 
 def _port_text(port: int | None) -> str:
@@ -165,7 +213,9 @@ def _uri_host(host: str, port: int | None) -> str:
     return text if port is None else f"{text}:{port}"
 
 
-def _query_value(key: str, value: str) -> str:
+def _query_value(key: str, value: str, redact: bool) -> str:
+    if redact and _is_secret_key(key):
+        return REDACTED
     return quote(value, safe="/," if key in ("host", "port") else "")
 
 
@@ -191,10 +241,12 @@ def parse_dsn(dsn: str | None, *, env: Mapping[str, str] | None = None) -> ConnI
     try:
         return _build(_parse_options(text), environ)
     except _Invalid as exc:
-        secrets = [*_secret_candidates(text), environ.get("PGPASSWORD", "")]
-        # Values are only quoted when they overlap no secret; scrubbing then only matters
-        # for a password equal to words of the message, which 1 or 2 characters would mangle.
-        message = scrub(exc.render(secrets), (s for s in secrets if len(s) > 2))
+        spans = _secret_spans(text, paranoid=True)
+        secrets = _secret_forms([text[start:end] for start, end in spans])
+        secrets.append(environ.get("PGPASSWORD", ""))
+        # Values are only quoted when they cannot be secrets; scrubbing then only matters for
+        # a password equal to words of the message, which 1 or 2 characters would mangle.
+        message = scrub(exc.render(text, spans, secrets), (s for s in secrets if len(s) > 2))
     # Raised outside the handler so that no exception holding DSN text is chained to it.
     raise ValueError(message)
 
@@ -282,7 +334,7 @@ def _parse_conninfo(text: str) -> dict[str, str]:
         key = text[start:i]
         i = _skip_space(text, i)
         if i >= n or text[i] != "=":
-            raise _Invalid('invalid DSN: missing "=" after{}', key)
+            raise _Invalid('invalid DSN: missing "=" after parameter name{}', key)
         if not key:
             raise _Invalid("invalid DSN: missing parameter name before '='")
         i = _skip_space(text, i + 1)  # libpq skips blanks after "=" too
@@ -359,7 +411,8 @@ def _port(text: str, source: str) -> int | None:
     if not text:
         return None
     if not (text.isascii() and text.isdigit() and 0 < int(text) < 65536):
-        raise _Invalid("invalid port{} in " + source, text)
+        shown = text if _PORTLIKE_RE.fullmatch(text) else None
+        raise _Invalid("invalid port{} in " + source, shown, literal=source == "DSN")
     return int(text)
 
 
@@ -387,7 +440,7 @@ def _redact(dsn: str | None) -> str:
         info = parse_dsn(masked, env={})
     except ValueError:
         return UNPARSABLE
-    secrets = [info.password, *(v for k, v in info.params.items() if k.lower() in _SECRET_PARAMS)]
+    secrets = [info.password, *(v for k, v in info.params.items() if _is_secret_key(k))]
     if any(secret not in (None, "", REDACTED) for secret in secrets):
         return UNPARSABLE
     match = _SCHEME_RE.match(masked)
@@ -412,10 +465,30 @@ def _mask(text: str, spans: list[tuple[int, int]]) -> str:
     return "".join(out)
 
 
-def _secret_spans(text: str) -> list[tuple[int, int]]:
-    """Return the ``(start, end)`` index ranges of ``text`` that may hold a secret."""
+def _secret_spans(text: str, *, paranoid: bool = False) -> list[tuple[int, int]]:
+    """Return the ``(start, end)`` index ranges of ``text`` that may hold a secret.
+
+    ``paranoid`` adds everything from the first ":" (after a scheme) to the last "@", the
+    userinfo of a URI however mangled: too broad to redact, but not to quote from in errors.
+    """
     match = _SCHEME_RE.match(text)
-    return _conninfo_spans(text) if match is None else _uri_spans(text, match.end())
+    spans = _conninfo_spans(text) if match is None else _uri_spans(text, match.end())
+    colon, at = text.find(":", 0 if match is None else match.end()), text.rfind("@")
+    if paranoid and 0 <= colon < at:
+        spans.append((colon + 1, at))
+    return spans
+
+
+def _secret_forms(pieces: Iterable[str]) -> list[str]:
+    """Return the pieces of DSN text that may be secrets, as written and as decoded."""
+    forms: list[str] = []
+    for piece in pieces:
+        forms += (piece, unquote(piece))
+        try:
+            forms.append(_conninfo_token(piece, 0)[0])
+        except _Invalid:
+            pass
+    return [form for form in forms if form]
 
 
 def _uri_spans(text: str, start: int) -> list[tuple[int, int]]:
@@ -425,7 +498,7 @@ def _uri_spans(text: str, start: int) -> list[tuple[int, int]]:
     if colon >= 0:
         spans.append((colon + 1, at))
     for match in _QUERY_KEY_RE.finditer(text, start):
-        if unquote(match.group(1)).lower() in _SECRET_PARAMS:
+        if _is_secret_key(unquote(match.group(1))):
             nxt = _NEXT_QUERY_KEY_RE.search(text, match.end())
             spans.append((match.end(), len(text) if nxt is None else nxt.start()))
     return spans
@@ -468,27 +541,17 @@ def _uri_unambiguous(text: str, start: int) -> bool:
 
 def _conninfo_spans(text: str) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
-    for match in _CONNINFO_SECRET_RE.finditer(text):
-        start = match.end()
+    for match in _CONNINFO_KEY_RE.finditer(text):
+        if not _is_secret_key(match.group(1)):
+            continue
+        start = _skip_space(text, match.end())
         try:
             _, end = _conninfo_token(text, start)
         except _Invalid:  # unterminated quote: everything after it may be the secret
             end = len(text)
         nxt = _NEXT_CONNINFO_KEY_RE.search(text, start)
-        spans.append((start, max(end, len(text) if nxt is None else nxt.start())))
+        spans.append((match.end(), max(end, len(text) if nxt is None else nxt.start())))
     return spans
-
-
-def _secret_candidates(text: str) -> list[str]:
-    """Return pieces of ``text`` that may be secrets, for keeping them out of messages."""
-    candidates = [text[start:end] for start, end in _secret_spans(text)]
-    match = _SCHEME_RE.match(text)
-    if match is not None:
-        # Most paranoid reading: everything from the first ":" to the last "@".
-        colon, at = text.find(":", match.end()), text.rfind("@")
-        if 0 <= colon < at:
-            candidates.append(text[colon + 1 : at])
-    return [candidate for candidate in candidates if candidate]
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:

@@ -48,7 +48,12 @@ _OPTION_NAMES = frozenset(f.name for f in fields(PoolOptions))
 _INTS = ("min_size", "max_size", "max_waiting", "max_queries")
 _SECONDS = ("acquire_timeout",)
 _OPTIONAL_SECONDS = (
-    "max_lifetime", "max_idle", "connect_timeout", "command_timeout", "reconnect_timeout", "check"
+    "max_lifetime",
+    "max_idle",
+    "connect_timeout",
+    "command_timeout",
+    "reconnect_timeout",
+    "check",
 )
 _HOOKS = ("connect", "init", "setup", "reset")
 
@@ -93,11 +98,11 @@ def build_options(**options: Any) -> PoolOptions:
         raise TypeError(f"connect_kwargs must be a mapping, not {type(kwargs).__name__}")
     else:
         options["connect_kwargs"] = dict(kwargs)
-    name = options.get("name")
-    if name is None or name == "":
+    label: Any = options.get("name")
+    if label is None or label == "":
         options["name"] = f"pool-{next(_names)}"
-    elif not isinstance(name, str):
-        raise TypeError(f"name must be a str, not {type(name).__name__}")
+    elif not isinstance(label, str):
+        raise TypeError(f"name must be a str, not {type(label).__name__}")
     result = PoolOptions(**options)
     if result.max_size < 1:
         raise ValueError(f"max_size must be at least 1, not {result.max_size}")
@@ -121,5 +126,3 @@ def _check_seconds(name: str, value: Any) -> float:
     if math.isnan(value) or value < 0:
         raise ValueError(f"{name} must be a non-negative number of seconds, not {value}")
     return float(value)
-
-

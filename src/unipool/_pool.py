@@ -94,7 +94,7 @@ class Pool:
     def _sync(self) -> BlockingFace:
         face = self._face
         if face.__class__ is BlockingFace:
-            return face  # type: ignore[return-value]
+            return face
         if self._closed:
             raise PoolClosed(f"pool {self.name!r} is closed; create a new one")
         if self._mode is not None:
@@ -108,7 +108,7 @@ class Pool:
     def _async(self) -> AsyncFace:
         face = self._face
         if face.__class__ is AsyncFace and self._on_my_loop():
-            return face  # type: ignore[return-value]
+            return face
         raise self._async_misuse()
 
     def _on_my_loop(self) -> bool:
@@ -135,7 +135,7 @@ class Pool:
         )
 
     @staticmethod
-    def _current_loop() -> tuple[Mode, object]:
+    def _current_loop() -> tuple[Literal["asyncio", "trio"], object]:
         try:
             library = sniffio.current_async_library()
         except sniffio.AsyncLibraryNotFoundError:
@@ -164,8 +164,10 @@ class Pool:
         if self._closed:
             raise PoolClosed(f"pool {self.name!r} is closed; create a new one")
         if self._mode is not None:
-            raise self._async_misuse() if self._mode == "sync" else UsageError(
-                f"pool {self.name!r} is open for async use ({self._mode})"
+            raise (
+                self._async_misuse()
+                if self._mode == "sync"
+                else UsageError(f"pool {self.name!r} is open for async use ({self._mode})")
             )
         if _get_running_loop() is not None or sniffio.thread_local.name is not None:
             raise UsageError(
@@ -203,7 +205,10 @@ class Pool:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -271,7 +276,10 @@ class Pool:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         cm, self._task_group_cm = self._task_group_cm, None
         try:
@@ -322,8 +330,25 @@ class Pool:
         core = self._core
         o = self._options
         if core is None:
-            return PoolStats(o.name, o.min_size, o.max_size, 0, 0, 0, 0, self._closed,
-                             0, 0, 0.0, 0.0, 0, 0, 0, 0, {})
+            return PoolStats(
+                o.name,
+                o.min_size,
+                o.max_size,
+                0,
+                0,
+                0,
+                0,
+                self._closed,
+                0,
+                0,
+                0.0,
+                0.0,
+                0,
+                0,
+                0,
+                0,
+                {},
+            )
         c = core.counters
         return PoolStats(
             name=o.name, min_size=core.config.min_size, max_size=core.config.max_size,
@@ -447,7 +472,7 @@ class Pool:
     async def _aface(self) -> AsyncFace:
         face = self._face
         if face.__class__ is AsyncFace and self._on_my_loop():
-            return face  # type: ignore[return-value]
+            return face
         if face is None and not self._closed:
             await self.aopen(wait=False)
             return self._face  # type: ignore[return-value]

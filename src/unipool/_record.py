@@ -51,7 +51,7 @@ class Record:
 
     def items(self) -> Iterator[tuple[str, Any]]:
         """``(name, value)`` pairs, in order."""
-        return zip(self._names, self._values)
+        return zip(self._names, self._values, strict=False)
 
     def __len__(self) -> int:
         return len(self._values)

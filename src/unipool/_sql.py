@@ -18,8 +18,26 @@ ISOLATION_LEVELS = {
 }
 
 _CLEAN_FIRST_WORDS = frozenset(
-    {"select", "insert", "update", "delete", "with", "values", "table", "show", "explain",
-     "merge", "begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release"}
+    {
+        "select",
+        "insert",
+        "update",
+        "delete",
+        "with",
+        "values",
+        "table",
+        "show",
+        "explain",
+        "merge",
+        "begin",
+        "start",
+        "commit",
+        "end",
+        "rollback",
+        "abort",
+        "savepoint",
+        "release",
+    }
 )
 _SESSION_CHANGERS = re.compile(r"set_config|advisory|dblink|\btemp(?:orary)?\b", re.IGNORECASE)
 _SELECT_INTO = re.compile(r"\binto\b", re.IGNORECASE)

@@ -272,6 +272,92 @@ def test_cancel_inside_transaction(dsn: str) -> None:
     run(main)
 
 
+def test_work_in_cancelled_scope_is_cancelled(dsn: str) -> None:
+    async def main() -> None:
+        async with await TrioConnection.connect(dsn, autocommit=True) as conn:
+            t0 = time.monotonic()
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                while True:  # no other checkpoint: must not spin
+                    await conn.execute("SELECT pg_sleep(5)")
+            assert time.monotonic() - t0 < 2.0
+            assert conn.info.transaction_status == IDLE
+            cur = await conn.execute("SELECT 1")
+            assert await cur.fetchone() == (1,)
+
+    run(main)
+
+
+def test_transaction_exit_in_cancelled_scope(dsn: str) -> None:
+    # cancelled with no checkpoint left in the block: the exit (commit) still
+    # runs its bookkeeping, the connection stays consistent
+    async def main() -> None:
+        async with await TrioConnection.connect(dsn, autocommit=True) as conn:
+            await conn.execute("CREATE TEMP TABLE x (v int)")
+            with trio.CancelScope() as scope:
+                async with conn.transaction():
+                    await conn.execute("INSERT INTO x VALUES (1)")
+                    scope.cancel()
+            assert scope.cancelled_caught
+            assert conn.info.transaction_status == IDLE
+            async with conn.transaction():
+                cur = await conn.execute("SELECT count(*) FROM x")
+                assert await cur.fetchone() in ((0,), (1,))
+
+    run(main)
+
+
+def test_failed_cancel_closes_connection(dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def no_cancel(self: TrioConnection[Any], limit: float | None) -> None:
+        pass
+
+    monkeypatch.setattr(m, "CANCEL_TIMEOUT", 0.3)
+    monkeypatch.setattr(TrioConnection, "_cancel_request", no_cancel)
+
+    async def main() -> None:
+        conn = await TrioConnection.connect(dsn, autocommit=True)
+        t0 = time.monotonic()
+        with trio.move_on_after(0.2):
+            await conn.execute("SELECT pg_sleep(5)")
+        assert time.monotonic() - t0 < 2.0
+        assert conn.broken or conn.closed
+        with pytest.raises(psycopg.OperationalError):
+            await conn.execute("SELECT 1")
+        await conn.close()
+
+    run(main)
+
+
+def test_cancel_stream_and_copy(dsn: str) -> None:
+    async def main() -> None:
+        async with await TrioConnection.connect(dsn, autocommit=True) as conn:
+            n = 0
+            with trio.move_on_after(0.3):
+                cur = conn.cursor()
+                # rows over 8kB: the server flushes each one
+                query = "SELECT repeat('x', 9000), pg_sleep(0.001) FROM generate_series(1, 100000)"
+                async for _ in cur.stream(query):
+                    n += 1
+            assert 0 < n < 100000
+            assert conn.info.transaction_status == IDLE
+
+            n = 0
+            with trio.move_on_after(0.3):
+                query = (
+                    "COPY (SELECT repeat('x', 9000), pg_sleep(0.001)"
+                    " FROM generate_series(1, 100000)) TO STDOUT"
+                )
+                async with cur.copy(query) as copy:
+                    async for _ in copy:
+                        n += 1
+            assert 0 < n < 100000
+            assert conn.info.transaction_status == IDLE
+            cur = await conn.execute("SELECT 1")
+            assert await cur.fetchone() == (1,)
+
+    run(main)
+
+
 def test_connection_context_closes_on_cancel(dsn: str) -> None:
     async def main() -> None:
         with trio.CancelScope() as scope:
@@ -386,7 +472,21 @@ def test_connect_resolving_hostname(dsn: str) -> None:
     run(main)
 
 
-def test_connect_timeout() -> None:
+def test_connect_timeout_silent_server() -> None:
+    # a listening socket nobody accepts: the TCP handshake succeeds, no answer
+    async def main(port: int) -> None:
+        t0 = time.monotonic()
+        with pytest.raises(e.ConnectionTimeout):
+            await TrioConnection.connect(host="127.0.0.1", port=port, connect_timeout=1)
+        assert 1.5 < time.monotonic() - t0 < 4.0  # libpq rounds connect_timeout up to 2s
+
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(8)
+        run(main, srv.getsockname()[1])
+
+
+def test_connect_timeout_unroutable() -> None:
     async def main() -> None:
         t0 = time.monotonic()
         try:

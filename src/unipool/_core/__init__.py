@@ -16,8 +16,8 @@ from .machine import (
     PoolCore,
     Slot,
     SlotState,
-    Wake,
     Waiter,
+    Wake,
 )
 
 __all__ = [
@@ -36,6 +36,6 @@ __all__ = [
     "PoolCore",
     "Slot",
     "SlotState",
-    "Wake",
     "Waiter",
+    "Wake",
 ]

@@ -476,9 +476,9 @@ class PoolCore:
         surplus = self.size - cfg.min_size
         for slot in self._idle:  # oldest first
             reason = self.retire_reason(slot, now)
-            if reason is None and surplus > 0 and cfg.max_idle is not None:
-                if now - slot.idle_since >= cfg.max_idle:
-                    reason = "max_idle"
+            idle_too_long = cfg.max_idle is not None and now - slot.idle_since >= cfg.max_idle
+            if reason is None and surplus > 0 and idle_too_long:
+                reason = "max_idle"
             if reason is None:
                 keep.append(slot)
             else:

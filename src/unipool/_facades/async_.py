@@ -19,7 +19,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._connection import AsyncConnection
-from .._core import CHECKING, Close, Open, PoolCore, Slot, Wake, Waiter
+from .._core import CHECKING, Close, Open, PoolCore, Slot, Waiter, Wake
 from .._core.machine import Action
 from .._errors import Error
 from .._options import PoolOptions
@@ -102,7 +102,7 @@ class AsyncFace:
         core.terminate(self._now())
         for action in core.take_actions():
             if action.__class__ is Wake:
-                action.waiter.token.set()  # type: ignore[union-attr]
+                action.waiter.token.set()
             elif action.__class__ is Close:
                 driver: AsyncConn | None = action.slot.conn
                 if driver is not None:
@@ -138,17 +138,17 @@ class AsyncFace:
                 await self._tick()
             got = core.acquire(now)
             if got.__class__ is Waiter:
-                got.token = anyio.Event()  # type: ignore[union-attr]
+                got.token = anyio.Event()
             if core.actions:
                 await self._run(core.take_actions())
             if got.__class__ is Slot:
-                slot: Slot = got  # type: ignore[assignment]
+                slot: Slot = got
             else:
                 slot = await self._wait(got, deadline, timeout)  # type: ignore[arg-type]
-            if slot.state is CHECKING or not slot.conn.alive():
-                if not await self._check(slot):
-                    now = self._now()
-                    continue
+            needs_check = slot.state is CHECKING or not slot.conn.alive()
+            if needs_check and not await self._check(slot):
+                now = self._now()
+                continue
             conn = AsyncConnection(slot)
             setup = self.options.setup
             if setup is not None:
@@ -252,7 +252,7 @@ class AsyncFace:
         closes: list[Slot] = []
         for action in actions:
             if action.__class__ is Wake:
-                action.waiter.token.set()  # type: ignore[union-attr]
+                action.waiter.token.set()
             elif action.__class__ is Open:
                 self._spawn_open(action.slot)
             else:
@@ -322,7 +322,9 @@ class AsyncFace:
                 self._dispatch(self.core.take_actions())
         self._check_drained()
 
-    async def _run_hook(self, hook: Callable[[AsyncConnection], Awaitable[Any]], conn: AsyncConnection) -> None:
+    async def _run_hook(
+        self, hook: Callable[[AsyncConnection], Awaitable[Any]], conn: AsyncConnection
+    ) -> None:
         try:
             await hook(conn)
         except BaseException:

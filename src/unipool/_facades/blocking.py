@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._connection import Connection
-from .._core import CHECKING, Close, Open, PoolCore, Slot, Wake, Waiter
+from .._core import CHECKING, Close, Open, PoolCore, Slot, Waiter, Wake
 from .._core.machine import Action
 from .._errors import Error, PoolTimeout
 from .._options import PoolOptions
@@ -101,15 +101,15 @@ class BlockingFace:
             with self._lock:
                 got = core.acquire(_monotonic())
                 if got.__class__ is Waiter:
-                    got.token = _parked_lock()  # type: ignore[union-attr]
+                    got.token = _parked_lock()
                 actions = core.take_actions() if core.actions else None
             if actions:
                 self._run(actions)
             slot = got if got.__class__ is Slot else self._wait(got, deadline, timeout)  # type: ignore[arg-type]
-            if slot.state is CHECKING or not slot.conn.alive():  # type: ignore[union-attr]
-                if not self._check(slot):  # type: ignore[arg-type]
-                    continue
-            conn = Connection(slot)  # type: ignore[arg-type]
+            needs_check = slot.state is CHECKING or not slot.conn.alive()
+            if needs_check and not self._check(slot):
+                continue
+            conn = Connection(slot)
             setup = self.options.setup
             if setup is not None:
                 self._run_hook(setup, conn)
@@ -190,7 +190,7 @@ class BlockingFace:
     def _run(self, actions: list[Action]) -> None:
         for action in actions:
             if action.__class__ is Wake:
-                action.waiter.token.release()  # type: ignore[union-attr]
+                action.waiter.token.release()
             elif action.__class__ is Open:
                 threading.Thread(
                     target=self._open_slot, args=(action.slot,), name="unipool-connect", daemon=True

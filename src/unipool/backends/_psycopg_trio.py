@@ -9,10 +9,13 @@ cursors and pipelines work unchanged under `trio.run`.  Only meant for trio.
 
 Cancellation: a trio cancellation (or KeyboardInterrupt) arriving while a
 query runs cancels the query on the server, drains its results (shielded,
-bounded) and leaves the connection usable; if that fails the connection is
-closed.  Operations started when the task is *already* cancelled (psycopg's
-rollback/cleanup paths, written for asyncio's one-shot cancellation) run
-shielded, bounded by `CLEANUP_TIMEOUT`.
+bounded by `CANCEL_TIMEOUT`) and leaves the connection usable; if that fails
+the connection is closed.  As with asyncio, an operation started in a
+cancelled scope is sent, then cancelled that way.  But waits in cleanup code
+(in ``except``/``finally``/``__aexit__`` of a cancelled task: psycopg's
+rollbacks, stream and COPY draining, written for asyncio's one-shot
+cancellation) run shielded, bounded by `CLEANUP_TIMEOUT`.  The lock is not a
+checkpoint when free, as asyncio's: else psycopg's cleanup would be skipped.
 
 Not supported: `psycopg.copy.AsyncQueuedLibpqWriter` (it spawns asyncio tasks).
 
@@ -28,9 +31,11 @@ import logging
 import math
 import os
 import select
+import sys
 import warnings
 from ipaddress import ip_address
 from time import monotonic
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
@@ -94,7 +99,6 @@ _RW: Final = int(Wait.RW)
 assert int(Ready.R) == _R and int(Ready.W) == _W
 
 _ACTIVE: Final = pq.TransactionStatus.ACTIVE
-_PIPELINE_OFF: Final = pq.PipelineStatus.OFF
 _INTERRUPTED: Final = (trio.Cancelled, KeyboardInterrupt, SystemExit)
 _SOCKET_GONE: Final = (OSError, trio.ClosedResourceError)
 
@@ -204,9 +208,14 @@ async def _park(fileno: int, wait: int) -> int:
     raise e.InternalError(f"bad poll status: {wait}")
 
 
-def _is_cancelled() -> bool:
-    """Whether the current task's next checkpoint would raise `trio.Cancelled`."""
-    return trio.current_effective_deadline() == -math.inf
+def _cleaning_up() -> bool:
+    """Whether the task is cancelled while handling an exception.
+
+    That is cleanup code (``except``, ``finally``, ``__aexit__``): psycopg's
+    (rollback on transaction exit, draining a stream or a COPY) expects
+    asyncio's one-shot cancellation, so its waits must be allowed to run.
+    """
+    return sys.exc_info()[1] is not None and trio.current_effective_deadline() == -math.inf
 
 
 # Generator drivers
@@ -441,6 +450,18 @@ class TrioConnection(psycopg.AsyncConnection[Row]):
             raise
         return conn
 
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        try:
+            await super().__aexit__(exc_type, exc_val, exc_tb)
+        finally:  # closing even if the commit/rollback raised trio.Cancelled
+            if not self.closed and not getattr(self, "_pool", None):
+                await self.close()
+
     async def close(self) -> None:
         """Close the connection, waking any task waiting on its socket."""
         pool: Any = getattr(self, "_pool", None)
@@ -452,7 +473,7 @@ class TrioConnection(psycopg.AsyncConnection[Row]):
         self,
         gen: PQGen[RV],
         interval: float = _WAIT_INTERVAL,
-        timeout: float | None = None,  # noqa: ASYNC109
+        timeout: float | None = None,
     ) -> RV:
         """Consume a query generator waiting with trio (`interval` is unused).
 
@@ -461,18 +482,17 @@ class TrioConnection(psycopg.AsyncConnection[Row]):
         """
         fileno = self.pgconn.socket
         try:
-            if _is_cancelled():
-                # cleanup after a cancellation (e.g. rollback): let it run, bounded
+            if _cleaning_up():
                 with trio.CancelScope(deadline=trio.current_time() + CLEANUP_TIMEOUT, shield=True):
                     return await _wait_gen(gen, fileno, timeout)
-                # timed out: resume below, which raises Cancelled at once
+                # cleanup too slow: go on unshielded, which raises Cancelled
             return await _wait_gen(gen, fileno, timeout)
         except _INTERRUPTED:
             if self.pgconn.transaction_status == _ACTIVE:
                 await self._abort_query(gen, fileno)
             raise
 
-    async def cancel_safe(self, *, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+    async def cancel_safe(self, *, timeout: float = 30.0) -> None:
         """Cancel the current operation on the server, waiting with trio.
 
         Raise `psycopg.errors.CancellationTimeout` after `timeout` seconds (0: none).
@@ -481,8 +501,7 @@ class TrioConnection(psycopg.AsyncConnection[Row]):
         if not self._should_cancel():
             return
         bound = timeout or None
-        shield = _is_cancelled()
-        if shield:
+        if shield := _cleaning_up():
             bound = min(bound or CLEANUP_TIMEOUT, CLEANUP_TIMEOUT)
         with trio.CancelScope(shield=shield):
             await self._cancel_request(bound)
@@ -501,7 +520,6 @@ class TrioConnection(psycopg.AsyncConnection[Row]):
 
     async def _abort_query(self, gen: PQGen[Any], fileno: int) -> None:
         """Cancel the running query and drain `gen`, or close the connection."""
-        pgconn = self.pgconn
         recovered = False
         try:
             with trio.CancelScope(deadline=trio.current_time() + CANCEL_TIMEOUT, shield=True):
@@ -514,9 +532,8 @@ class TrioConnection(psycopg.AsyncConnection[Row]):
                     await _wait_gen(gen, fileno)
                 except e.QueryCanceled:
                     pass
-                recovered = not (
-                    pgconn.transaction_status == _ACTIVE and pgconn.pipeline_status == _PIPELINE_OFF
-                )
+                # (still ACTIVE is fine: stream() / COPY read the rest themselves)
+                recovered = True
         except Exception as ex:
             logger.warning("draining the cancelled query failed: %s", ex)
         finally:

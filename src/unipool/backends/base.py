@@ -52,15 +52,19 @@ class SyncConn(Protocol):
     def alive(self) -> bool:
         """False if the connection is surely unusable (no I/O)."""
         ...
+
     def is_clean(self) -> bool:
         """True if no transaction is open and no operation is under way (no I/O)."""
         ...
+
     def ping(self) -> None:
         """One round trip; raises if the connection is broken."""
         ...
+
     def reset(self, dirty: bool) -> bool:
         """Return the session to its defaults; False if it cannot be reused."""
         ...
+
     def close(self) -> None: ...
     def terminate(self) -> None: ...
 

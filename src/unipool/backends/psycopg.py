@@ -18,6 +18,7 @@ import psycopg
 from psycopg import pq
 from psycopg.types.json import Jsonb, JsonbDumper
 
+from .._dsn import scrub
 from .._errors import (
     CommandTimeout,
     ConnectError,
@@ -29,7 +30,6 @@ from .._errors import (
     ProgrammingError,
     make_database_error,
 )
-from .._dsn import scrub
 from .._record import Record, column_index
 from .._sql import RESET_SESSION
 from .base import ConnectParams, Runtime
@@ -63,8 +63,10 @@ def _map_error(exc: psycopg.Error, conn: psycopg.BaseConnection[Any]) -> Error:
     sqlstate = exc.sqlstate
     message = str(exc)
     if (
-        sqlstate is not None and (sqlstate[:2] == "08" or sqlstate in _LOST_SQLSTATES)
-    ) or conn.broken or conn.closed:
+        (sqlstate is not None and (sqlstate[:2] == "08" or sqlstate in _LOST_SQLSTATES))
+        or conn.broken
+        or conn.closed
+    ):
         return ConnectionLost(message, sqlstate=sqlstate)
     if sqlstate is not None:
         diag = exc.diag
@@ -106,7 +108,7 @@ def _connect_kwargs(params: ConnectParams) -> dict[str, Any]:
     return kwargs
 
 
-def _records(cur: psycopg.BaseCursor[Any, Any], rows: list[Any]) -> list[Record]:
+def _records(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any], rows: list[Any]) -> list[Record]:
     names = column_index([c.name for c in cur.description or ()])
     return [Record(row, names) for row in rows]
 
@@ -115,7 +117,7 @@ def _configure(raw: psycopg.BaseConnection[Any]) -> None:
     raw.adapters.register_dumper(dict, _JsonbDictDumper)
 
 
-def _reset_statement(status: pq.TransactionStatus, dirty: bool) -> str | None:
+def _reset_statement(status: int, dirty: bool) -> str | None:
     """What the release reset must send, ``""`` if nothing; None if not reusable."""
     if status == _IDLE:
         return RESET_SESSION if dirty else ""

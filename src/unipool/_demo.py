@@ -1,0 +1,166 @@
+"""``python -m unipool demo``: a short concurrent workload in every mode, as a table."""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import anyio
+
+from . import backends
+from ._connect import connect
+from ._pool import Pool
+from ._stats import PoolStats
+
+QUERY = "SELECT $1::int + 1"
+
+
+@dataclass
+class Result:
+    """What one backend x mode run measured."""
+
+    backend: str
+    mode: str
+    workers: int
+    ops: int
+    seconds: float
+    latencies: list[float]
+    stats: PoolStats
+
+    def row(self) -> list[str]:
+        lat = sorted(self.latencies)
+        p50 = statistics.median(lat) * 1e6 if lat else 0.0
+        p99 = lat[int(len(lat) * 0.99)] * 1e6 if lat else 0.0
+        s = self.stats
+        return [
+            self.backend, self.mode, str(self.workers), str(self.ops),
+            f"{self.ops / self.seconds:,.0f}", f"{p50:,.0f}", f"{p99:,.0f}",
+            f"{s.size}/{s.max_size}", str(s.connects), f"{s.wait_time_max * 1e3:.1f}",
+        ]  # fmt: skip
+
+
+HEADER = ["backend", "mode", "workers", "ops", "ops/s", "p50 us", "p99 us", "size/max",
+          "connects", "max wait ms"]  # fmt: skip
+
+
+def run_sync(pool: Pool, workers: int, seconds: float) -> tuple[int, list[float]]:
+    """Threads doing ``fetchval`` until time is up."""
+    latencies: list[float] = []
+    stop = time.monotonic() + seconds
+
+    def work() -> None:
+        mine: list[float] = []
+        i = 0
+        while time.monotonic() < stop:
+            t0 = time.perf_counter()
+            with pool.acquire() as conn:
+                conn.fetchval(QUERY, i)
+            mine.append(time.perf_counter() - t0)
+            i += 1
+        latencies.extend(mine)
+
+    threads = [threading.Thread(target=work) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return len(latencies), latencies
+
+
+async def run_async(pool: Pool, workers: int, seconds: float) -> tuple[int, list[float]]:
+    """Tasks doing ``fetchval`` until time is up."""
+    latencies: list[float] = []
+    stop = time.monotonic() + seconds
+
+    async def work() -> None:
+        i = 0
+        while time.monotonic() < stop:
+            t0 = time.perf_counter()
+            async with pool.acquire() as conn:
+                await conn.fetchval(QUERY, i)
+            latencies.append(time.perf_counter() - t0)
+            i += 1
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(workers):
+            tg.start_soon(work)
+    return len(latencies), latencies
+
+
+def run_one(dsn: str, backend: str, mode: str, workers: int, seconds: float) -> Result:
+    """One backend in one mode: warm up, run, and report."""
+    pool = connect(dsn, backend=backend, max_size=10, name=f"demo-{backend}-{mode}")
+    if mode == "sync":
+        with pool:
+            run_sync(pool, workers, 0.2)
+            start = time.perf_counter()
+            ops, lat = run_sync(pool, workers, seconds)
+            elapsed = time.perf_counter() - start
+            stats = pool.stats()
+    else:
+
+        async def main() -> tuple[int, list[float], float, PoolStats]:
+            async with pool:
+                await run_async(pool, workers, 0.2)
+                start = time.perf_counter()
+                ops, lat = await run_async(pool, workers, seconds)
+                return ops, lat, time.perf_counter() - start, pool.stats()
+
+        ops, lat, elapsed, stats = anyio.run(main, backend=mode)
+    return Result(backend, mode, workers, ops, elapsed, lat, stats)
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    """A plain-text table with right-aligned numbers."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines.extend("  ".join(_cell(c, w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    return "\n".join(lines)
+
+
+def _cell(text: str, width: int) -> str:
+    return text.rjust(width) if text[:1].isdigit() else text.ljust(width)
+
+
+@contextlib.contextmanager
+def server_dsn(dsn: str | None, say: Callable[[str], None]) -> Iterator[str]:
+    """``dsn``, or that of a throwaway server started for the occasion."""
+    if dsn:
+        yield dsn
+        return
+    from ._tempserver import TempServer
+
+    say("no DSN given: starting a throwaway PostgreSQL server...")
+    with TempServer() as server:
+        say(f"server ready on {server.host}:{server.port}")
+        yield server.dsn(dbname="test")
+
+
+def demo(dsn: str | None, seconds: float, workers: int, say: Callable[[str], None] = print) -> int:
+    """Run the demo and print its table; the process exit status."""
+    names = backends.installed()
+    if not names:
+        say('no driver installed: pip install "unipool[all]"')
+        return 1
+    rows = []
+    with server_dsn(dsn, say) as target:
+        for backend in names:
+            for mode in ("sync", "asyncio", "trio"):
+                if mode == "trio" and not _has_trio():
+                    continue
+                say(f"running {backend} / {mode} ({workers} workers, {seconds:g} s)...")
+                rows.append(run_one(target, backend, mode, workers, seconds).row())
+    say("")
+    say(format_table(HEADER, rows))
+    return 0
+
+
+def _has_trio() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("trio") is not None

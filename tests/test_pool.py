@@ -1,0 +1,296 @@
+"""Pool behaviour on a real server, on every backend and in every mode."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import anyio
+import pytest
+
+import unipool
+from tests._modes import ModePool, in_thread
+from tests.conftest import Admin, PoolFactory
+
+
+def _waiting_is(pool: ModePool, n: int) -> bool:
+    return pool.stats().waiting == n
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    """Wait until ``predicate()`` holds (polling: it watches another thread or task)."""
+    with anyio.fail_after(5):
+        while not predicate():  # noqa: ASYNC110 - the condition lives in another task
+            await anyio.sleep(0.002)
+
+
+def _app() -> dict[str, object]:
+    """connect_kwargs giving the pool's connections a name of their own."""
+    name = f"unipool-test-{uuid.uuid4().hex[:8]}"
+    return {"connect_kwargs": {"server_settings": {"application_name": name}}, "name": name}
+
+
+async def test_session_state_never_leaks(make_pool: PoolFactory) -> None:
+    async with make_pool(max_size=1) as pool:
+        async with pool.acquire() as conn:
+            pid = await conn.fetchval("select pg_backend_pid()")
+            await conn.execute("set search_path to pg_catalog")
+            await conn.execute("set statement_timeout = 12345")
+            await conn.execute("create temp table leak (x int)")
+            await conn.fetchval("select pg_advisory_lock(42)")
+            await conn.execute("listen leak_channel")
+            await conn.execute("begin")
+            await conn.fetchval("select txid_current()")
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("select pg_backend_pid()") == pid
+            assert await conn.fetchval("show search_path") == '"$user", public'
+            assert await conn.fetchval("show statement_timeout") == "0"
+            assert await conn.fetchval("select to_regclass('pg_temp.leak')") is None
+            assert (
+                await conn.fetchval(
+                    "select count(*) from pg_locks where locktype = 'advisory'"
+                    " and pid = pg_backend_pid()"
+                )
+                == 0
+            )
+            assert await conn.fetchval("select count(*) from pg_listening_channels()") == 0
+            assert await conn.fetchval("select now() = statement_timestamp()") is True
+
+
+async def test_failed_transaction_is_rolled_back(make_pool: PoolFactory) -> None:
+    async with make_pool(max_size=1) as pool:
+        async with pool.acquire() as conn:
+            await conn.execute("begin")
+            with pytest.raises(unipool.DivisionByZero):
+                await conn.execute("select 1/0")
+        assert await pool.fetchval("select 1") == 1
+
+
+async def test_role_change_is_reset(make_pool: PoolFactory, admin: Admin) -> None:
+    role = f"unipool_role_{uuid.uuid4().hex[:6]}"
+    admin.value(f"create role {role}")
+    try:
+        async with make_pool(max_size=1) as pool:
+            async with pool.acquire() as conn:
+                user = await conn.fetchval("select current_user")
+                await conn.execute(f"set role {role}")
+                assert await conn.fetchval("select current_user") == role
+            assert await pool.fetchval("select current_user") == user
+    finally:
+        admin.value(f"drop role {role}")
+
+
+async def test_clean_release_costs_no_round_trip(make_pool: PoolFactory) -> None:
+    async with make_pool(max_size=1, check=None) as pool:
+        async with pool.acquire() as conn:
+            await conn.execute("set application_name = 'dirty'")
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("show application_name") != "dirty"
+            assert not conn.conn._dirty
+            await conn.fetchval("select 1")
+            assert not conn.conn._dirty
+        assert pool.stats().idle == 1
+
+
+async def test_killed_connection_is_never_handed_out(make_pool: PoolFactory, admin: Admin) -> None:
+    async with make_pool(max_size=2, min_size=2) as pool:
+        async with pool.acquire() as a, pool.acquire() as b:
+            pids = {
+                await a.fetchval("select pg_backend_pid()"),
+                await b.fetchval("select pg_backend_pid()"),
+            }
+        for pid in pids:
+            admin.kill(pid)
+        for _ in range(4):
+            async with pool.acquire() as conn:
+                assert await conn.fetchval("select pg_backend_pid()") not in pids
+        assert pool.stats().connections_lost == 2
+
+
+async def test_connection_killed_while_borrowed_fails_once(
+    make_pool: PoolFactory, admin: Admin
+) -> None:
+    async with make_pool(max_size=1) as pool:
+        with pytest.raises(unipool.ConnectionLost):
+            async with pool.acquire() as conn:
+                admin.kill(await conn.fetchval("select pg_backend_pid()"))
+                await conn.fetchval("select 1")
+        assert await pool.fetchval("select 1") == 1
+        stats = pool.stats()
+        assert stats.connections_lost == 1 and stats.recycled["broken"] == 1
+
+
+async def test_waiter_times_out_and_takes_nothing(make_pool: PoolFactory) -> None:
+    async with make_pool(max_size=1) as pool:
+        async with pool.acquire():
+            with pytest.raises(unipool.PoolTimeout) as info:
+                async with pool.acquire(timeout=0.1):
+                    pass
+            assert isinstance(info.value, TimeoutError)
+        stats = pool.stats()
+        assert (stats.size, stats.idle, stats.waiting, stats.acquire_timeouts) == (1, 1, 0, 1)
+        assert await pool.fetchval("select 1") == 1
+
+
+async def test_cancelled_waiter_takes_nothing(make_pool: PoolFactory, mode: str) -> None:
+    if mode == "sync":
+        pytest.skip("threads cannot be cancelled; timeouts cover the blocking face")
+    async with make_pool(max_size=1) as pool:
+        conn = await pool.getconn()
+        with anyio.move_on_after(0.1):
+            async with pool.acquire():
+                pytest.fail("a cancelled waiter got a connection")
+        await pool.release(conn)
+        stats = pool.stats()
+        assert (stats.size, stats.idle, stats.waiting, stats.in_use) == (1, 1, 0, 0)
+
+
+async def test_cancelled_borrower_returns_its_connection(
+    make_pool: PoolFactory, mode: str, admin: Admin
+) -> None:
+    if mode == "sync":
+        pytest.skip("threads cannot be cancelled")
+    async with make_pool(max_size=1, **_app()) as pool:
+        with anyio.move_on_after(0.2):
+            async with pool.acquire() as conn:
+                await conn.execute("begin")
+                await conn.fetchval("select pg_sleep(5)")
+        assert await pool.fetchval("select 1") == 1
+        assert (
+            await pool.fetchval(
+                "select count(*) from pg_stat_activity where state = 'active' and query like"
+                " '%pg_sleep(5)%' and pid <> pg_backend_pid()"
+            )
+            == 0
+        )
+        stats = pool.stats()
+        assert stats.in_use == 0 and stats.size == 1
+
+
+async def test_fifo_waiters(make_pool: PoolFactory) -> None:
+    async with make_pool(max_size=1) as pool:
+        order: list[int] = []
+        held = await pool.getconn()
+
+        async def waiter(i: int) -> None:
+            async with pool.acquire():
+                order.append(i)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(5):
+                tg.start_soon(waiter, i)
+                await _until(partial(_waiting_is, pool, i + 1))
+            await pool.release(held)
+        assert order == [0, 1, 2, 3, 4]
+
+
+async def test_too_many_waiters(make_pool: PoolFactory) -> None:
+    async with make_pool(max_size=1, max_waiting=1) as pool:
+        held = await pool.getconn()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pool.fetchval, "select 1")
+            await _until(partial(_waiting_is, pool, 1))
+            with pytest.raises(unipool.TooManyWaiters):
+                await pool.fetchval("select 1")
+            await pool.release(held)
+
+
+async def test_size_never_exceeds_max(make_pool: PoolFactory, admin: Admin) -> None:
+    app = _app()
+    name = str(app["name"])
+    async with make_pool(max_size=3, min_size=0, **app) as pool:
+        peak = 0
+
+        async def worker() -> None:
+            for _ in range(10):
+                await pool.fetchval("select pg_sleep(0.002)")
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(12):
+                tg.start_soon(worker)
+            for _ in range(20):
+                peak = max(peak, admin.backends(name), pool.stats().size)
+                await anyio.sleep(0.005)
+        assert 1 <= peak <= 3
+        assert pool.stats().size <= 3
+
+
+async def test_hooks(make_pool: PoolFactory, mode: str) -> None:
+    calls: list[str] = []
+    hooks: dict[str, Callable[..., Any]]
+    if mode == "sync":
+
+        def init(conn: unipool.Connection) -> None:
+            calls.append("init")
+            conn.execute("select 1")
+
+        def setup(conn: unipool.Connection) -> None:
+            calls.append("setup")
+
+        def reset(conn: unipool.Connection) -> None:
+            calls.append("reset")
+
+        hooks = {"init": init, "setup": setup, "reset": reset}
+    else:
+
+        async def ainit(conn: unipool.AsyncConnection) -> None:
+            calls.append("init")
+            await conn.execute("select 1")
+
+        async def asetup(conn: unipool.AsyncConnection) -> None:
+            calls.append("setup")
+
+        async def areset(conn: unipool.AsyncConnection) -> None:
+            calls.append("reset")
+
+        hooks = {"init": ainit, "setup": asetup, "reset": areset}
+    async with make_pool(max_size=1, min_size=1, **hooks) as pool:
+        await pool.fetchval("select 1")
+        await pool.fetchval("select 1")
+    assert calls == ["init", "setup", "reset", "setup", "reset"]
+
+
+async def test_max_queries_and_expire(make_pool: PoolFactory) -> None:
+    async with make_pool(max_size=1, max_queries=3) as pool:
+        pids = [await pool.fetchval("select pg_backend_pid()") for _ in range(4)]
+        assert pids[0] == pids[1] == pids[2] != pids[3]
+        assert pool.stats().recycled["max_queries"] == 1
+        await pool.expire_connections()
+        assert await pool.fetchval("select pg_backend_pid()") != pids[3]
+        assert pool.stats().recycled["expired"] >= 1
+
+
+async def test_close_waits_for_borrowers_then_terminates(make_pool: PoolFactory) -> None:
+    async with make_pool(max_size=2) as pool:
+        conn = await pool.getconn()
+        start = anyio.current_time()
+        await pool.close(timeout=0.2)
+        assert 0.15 < anyio.current_time() - start < 2.0
+        assert pool.stats().size == 0
+        with pytest.raises(unipool.PoolClosed):
+            await pool.fetchval("select 1")
+        await pool.release(conn)
+
+
+async def test_mode_binding(dsn: str, mode: str, backend: str) -> None:
+    pool = unipool.connect(dsn, backend=backend)
+    initial = pool.mode
+    assert initial is None
+    if mode == "sync":
+        await in_thread(pool.fetchval, "select 1")
+        assert pool.mode == "sync"
+        with pytest.raises(unipool.UsageError, match="blocking"):
+            await pool.afetchval("select 1")
+        with pytest.raises(unipool.UsageError, match="event loop"):
+            unipool.connect(dsn, backend=backend).fetchval("select 1")
+        await in_thread(pool.close)
+    else:
+        assert await pool.afetchval("select 1") == 1
+        assert pool.mode == mode
+        with pytest.raises(unipool.UsageError, match="async"):
+            await in_thread(pool.fetchval, "select 1")
+        await pool.aclose()
+    with pytest.raises(unipool.PoolClosed):
+        await pool.afetchval("select 1")
