@@ -48,6 +48,7 @@ _PCT_RE = re.compile(r"%([0-9A-Fa-f]{2})")
 # Where a redacted value may end at the latest: the next "key=" of a URI query / conninfo.
 _NEXT_QUERY_KEY_RE = re.compile(r"&[A-Za-z_%][A-Za-z0-9_.%]*=")
 _NEXT_CONNINFO_KEY_RE = re.compile(r"\s+[A-Za-z_][A-Za-z0-9_.]*\s*=")
+_VALUE_END_RE = re.compile(r"[\s&]")
 _QUERY_KEY_RE = re.compile(r"[?&]([^=&?]*)=")
 _CONNINFO_KEY_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*)\s*=")
 _BARE_RE = re.compile(r"[^\s'\\]+")
@@ -473,6 +474,10 @@ def _secret_spans(text: str, *, paranoid: bool = False) -> list[tuple[int, int]]
     """
     match = _SCHEME_RE.match(text)
     spans = _conninfo_spans(text) if match is None else _uri_spans(text, match.end())
+    for inner in _SCHEME_RE.finditer(text, 0 if match is None else match.end()):
+        # A URI inside a value (libpq expands "dbname=postgresql://..."), up to a blank or "&".
+        end = _VALUE_END_RE.search(text, inner.end())
+        spans += _uri_spans(text[: len(text) if end is None else end.start()], inner.end())
     colon, at = text.find(":", 0 if match is None else match.end()), text.rfind("@")
     if paranoid and 0 <= colon < at:
         spans.append((colon + 1, at))

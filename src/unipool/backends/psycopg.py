@@ -12,10 +12,11 @@ from __future__ import annotations
 import math
 import select
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import anyio
 import psycopg
-from psycopg import pq
+from psycopg import pq, waiting
 from psycopg.types.json import Jsonb, JsonbDumper
 
 from .._dsn import scrub
@@ -34,6 +35,9 @@ from .._record import Record, column_index
 from .._sql import RESET_SESSION
 from .base import ConnectParams, Runtime
 
+if TYPE_CHECKING:
+    from psycopg.abc import RV, PQGen
+
 _IDLE = pq.TransactionStatus.IDLE
 _IN_TRANSACTION = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
 _LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
@@ -49,6 +53,42 @@ _FATAL_CONNECT = {
     "does not exist": "3D000",
     "too many connections": "53300",
 }
+
+
+_ACTIVE = pq.TransactionStatus.ACTIVE
+_CANCEL_TIMEOUT = 5.0
+
+
+class AsyncioConnection(psycopg.AsyncConnection[Any]):
+    """psycopg's asyncio connection, with a cancellation that cannot be interrupted.
+
+    psycopg cancels a running query on the server when its task is
+    cancelled, but anyio cancels again at every await of a cancelled scope,
+    which interrupts that cleanup: psycopg then drops the connection and the
+    query keeps running on the server. Here the cleanup runs shielded
+    (bounded by ``_CANCEL_TIMEOUT``), so the query is cancelled and the
+    connection stays usable.
+    """
+
+    async def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
+        try:
+            return await waiting.wait_async(gen, self.pgconn.socket, interval, timeout)
+        except BaseException as exc:
+            if not isinstance(exc, Exception) and self.pgconn.transaction_status == _ACTIVE:
+                await self._cancel_running(gen, interval)
+            raise
+
+    async def _cancel_running(self, gen: PQGen[Any], interval: float) -> None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_CANCEL_TIMEOUT) as scope:
+            try:
+                await self.cancel_safe(timeout=_CANCEL_TIMEOUT)
+                await waiting.wait_async(gen, self.pgconn.socket, interval, _CANCEL_TIMEOUT)
+            except psycopg.errors.QueryCanceled:
+                return
+            except Exception:
+                self.pgconn.finish()
+        if scope.cancelled_caught:
+            self.pgconn.finish()
 
 
 class _JsonbDictDumper(JsonbDumper):
@@ -316,7 +356,7 @@ class PsycopgBackend:
 
             cls: type[psycopg.AsyncConnection[Any]] = TrioConnection
         else:
-            cls = psycopg.AsyncConnection
+            cls = AsyncioConnection
         try:
             raw = await cls.connect(
                 params.dsn or "", cursor_factory=psycopg.AsyncRawCursor, **_connect_kwargs(params)
