@@ -428,45 +428,44 @@ PASSWORDS = st.text(
 )
 NOISE = st.sampled_from(list("'\"=@:/?&[]% \\,#;aZ9"))
 
-
-def _uri(password: str) -> tuple[str, str, str]:
-    return "postgresql://alice:", quote(password, safe=""), "@db.example:5432/app?sslmode=require"
-
-
-def _uri_raw(password: str) -> tuple[str, str, str]:
-    return "postgresql://alice:", password, "@db.example:5432/app?sslmode=require"
+# A DSN form: the text before the password (ending with what announces it, which is left
+# alone: a mangled "password=" no longer says that a password follows), the password as
+# written, and the text after it (whose first character, the delimiter, is left alone).
+Form = Callable[[str], tuple[str, str, str, str]]
 
 
-def _uri_query(password: str) -> tuple[str, str, str]:
-    prefix = "postgresql://alice@db.example:5432/app?sslmode=require&password="
-    return prefix, quote(password, safe=""), "&application_name=x"
+def _uri(password: str) -> tuple[str, str, str, str]:
+    suffix = "@db.example:5432/app?sslmode=require"
+    return "postgresql://alice", ":", quote(password, safe=""), suffix
 
 
-def _uri_query_raw(password: str) -> tuple[str, str, str]:
+def _uri_raw(password: str) -> tuple[str, str, str, str]:
+    return "postgresql://alice", ":", password, "@db.example:5432/app?sslmode=require"
+
+
+def _uri_query(password: str) -> tuple[str, str, str, str]:
+    prefix = "postgresql://alice@db.example:5432/app?sslmode=require&"
+    return prefix, "password=", quote(password, safe=""), "&application_name=x"
+
+
+def _uri_query_raw(password: str) -> tuple[str, str, str, str]:
     assume("&" not in password)  # "&" ends a raw query value: the rest is not the password
-    prefix = "postgresql://alice@db.example:5432/app?sslmode=require&password="
-    return prefix, password, "&application_name=x"
+    prefix = "postgresql://alice@db.example:5432/app?sslmode=require&"
+    return prefix, "password=", password, "&application_name=x"
 
 
-def _conninfo(password: str) -> tuple[str, str, str]:
+def _conninfo(password: str) -> tuple[str, str, str, str]:
     escaped = password.replace("\\", "\\\\").replace("'", "\\'")
-    return "host=db.example port=5432 user=alice password='", escaped, "' dbname=app"
+    return "host=db.example port=5432 user=alice ", "password='", escaped, "' dbname=app"
 
 
-def _conninfo_raw(password: str) -> tuple[str, str, str]:
+def _conninfo_raw(password: str) -> tuple[str, str, str, str]:
     # A raw value ends at a blank and may not start with a quote: those are other DSNs.
     assume(not any(char.isspace() for char in password) and not password.startswith("'"))
-    return "host=db.example port=5432 user=alice password=", password, " dbname=app"
+    return "host=db.example port=5432 user=alice ", "password=", password, " dbname=app"
 
 
-FORMS: list[Callable[[str], tuple[str, str, str]]] = [
-    _uri,
-    _uri_raw,
-    _uri_query,
-    _uri_query_raw,
-    _conninfo,
-    _conninfo_raw,
-]
+FORMS: list[Form] = [_uri, _uri_raw, _uri_query, _uri_query_raw, _conninfo, _conninfo_raw]
 
 
 @st.composite
@@ -486,13 +485,10 @@ def _mutated(draw: st.DrawFn, text: str, keep: int) -> str:
 
 @SETTINGS
 @given(PASSWORDS, st.sampled_from(FORMS), st.data())
-def test_password_never_leaks(
-    password: str, form: Callable[[str], tuple[str, str, str]], data: st.DataObject
-) -> None:
-    prefix, secret, suffix = form(password)
-    # Keep the delimiters right around the password: without them it is indistinguishable
-    # from a host, port or parameter.
-    prefix = data.draw(_mutated(prefix, len(prefix) - 1))
+def test_password_never_leaks(password: str, form: Form, data: st.DataObject) -> None:
+    """For DSNs that say where the password is, however mangled elsewhere, it never shows."""
+    head, announce, secret, suffix = form(password)
+    prefix = data.draw(_mutated(head, len(head))) + announce
     suffix = data.draw(_mutated(suffix, 0))
     if data.draw(st.booleans()):
         suffix = suffix.replace("5432", "54x2").replace("sslmode=require", "sslmode")
@@ -508,5 +504,8 @@ def test_password_never_leaks(
         assert password not in str(exc)
         assert exc.__context__ is None
     else:
-        for text in (repr(info), str(info), info.to_conninfo(redact=True)):
-            assert password not in text or info.password != password
+        # Once parsed, the password field never shows (a mangled DSN may of course have put
+        # the password elsewhere: in a host, a port or a parameter).
+        other = dataclasses.replace(info, password=None if info.password is None else "x")
+        assert repr(info) == repr(other)
+        assert str(info) == str(other)

@@ -48,8 +48,11 @@ _PCT_RE = re.compile(r"%([0-9A-Fa-f]{2})")
 # Where a redacted value may end at the latest: the next "key=" of a URI query / conninfo.
 _NEXT_QUERY_KEY_RE = re.compile(r"&[A-Za-z_%][A-Za-z0-9_.%]*=")
 _NEXT_CONNINFO_KEY_RE = re.compile(r"\s+[A-Za-z_][A-Za-z0-9_.]*\s*=")
-_VALUE_END_RE = re.compile(r"[\s&]")
-_QUERY_KEY_RE = re.compile(r"[?&]([^=&?]*)=")
+_VALUE_END_RE = re.compile(r"\s")
+_INNER_URI_RE = re.compile(r"://")
+_CHUNK_RE = re.compile(r"\S+")
+_DELIMITERS_RE = re.compile(r"[\s:@/?&='\"]+")
+_QUERY_KEY_RE = re.compile(r"([^=&?]*)=")
 _CONNINFO_KEY_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*)\s*=")
 _BARE_RE = re.compile(r"[^\s'\\]+")
 # An invalid port is only quoted if it looks like a mistyped port, not like mangled userinfo.
@@ -74,6 +77,7 @@ class _Invalid(ValueError):
         value = self.value
         hidden = (
             not value
+            or _is_secret_key(value)  # e.g. "password0000" for a key whose "=" went missing
             or any(value in secret or secret in value for secret in secrets if secret)
             or (self.literal and _touches(text, value, spans))
         )
@@ -285,6 +289,8 @@ def _parse_uri(rest: str) -> dict[str, str]:
         raw_key, eq, raw_value = item.partition("=")
         if not eq:
             raise _Invalid('invalid DSN: query parameter{} without "="', item)
+        if "=" in raw_value:  # as libpq: a "=" in a value must be written %3D
+            raise _Invalid('invalid DSN: query parameter{} with a second "="', raw_key)
         key = _check_key(_decode(raw_key, "parameter name"))
         value = _decode(raw_value, "query parameter value")
         if key == "ssl" and value == "true":  # as libpq, for JDBC compatibility
@@ -335,7 +341,8 @@ def _parse_conninfo(text: str) -> dict[str, str]:
         key = text[start:i]
         i = _skip_space(text, i)
         if i >= n or text[i] != "=":
-            raise _Invalid('invalid DSN: missing "=" after parameter name{}', key)
+            shown = key if _KEY_RE.fullmatch(key) else None
+            raise _Invalid('invalid DSN: missing "=" after parameter name{}', shown)
         if not key:
             raise _Invalid("invalid DSN: missing parameter name before '='")
         i = _skip_space(text, i + 1)  # libpq skips blanks after "=" too
@@ -473,9 +480,17 @@ def _secret_spans(text: str, *, paranoid: bool = False) -> list[tuple[int, int]]
     userinfo of a URI however mangled: too broad to redact, but not to quote from in errors.
     """
     match = _SCHEME_RE.match(text)
-    spans = _conninfo_spans(text) if match is None else _uri_spans(text, match.end())
-    for inner in _SCHEME_RE.finditer(text, 0 if match is None else match.end()):
-        # A URI inside a value (libpq expands "dbname=postgresql://..."), up to a blank or "&".
+    if match is None:
+        spans = _conninfo_spans(text)
+        for chunk in _CHUNK_RE.finditer(text):
+            # "user:password@host" in a value, as in a mangled URI.
+            colon, at = text.find(":", *chunk.span()), text.rfind("@", *chunk.span())
+            if 0 <= colon < at and "://" not in chunk.group():
+                spans.append((colon + 1, at))
+    else:
+        spans = _uri_spans(text, match.end())
+    for inner in _INNER_URI_RE.finditer(text, 0 if match is None else match.end()):
+        # A URI inside a value (libpq expands "dbname=postgresql://..."), up to a blank.
         end = _VALUE_END_RE.search(text, inner.end())
         spans += _uri_spans(text[: len(text) if end is None else end.start()], inner.end())
     colon, at = text.find(":", 0 if match is None else match.end()), text.rfind("@")
@@ -485,7 +500,11 @@ def _secret_spans(text: str, *, paranoid: bool = False) -> list[tuple[int, int]]
 
 
 def _secret_forms(pieces: Iterable[str]) -> list[str]:
-    """Return the pieces of DSN text that may be secrets, as written and as decoded."""
+    """Return the pieces of DSN text that may be secrets, as written and decoded.
+
+    They are also split at delimiters, since a span may hold more than the password
+    (as in "alice:secret").
+    """
     forms: list[str] = []
     for piece in pieces:
         forms += (piece, unquote(piece))
@@ -493,6 +512,7 @@ def _secret_forms(pieces: Iterable[str]) -> list[str]:
             forms.append(_conninfo_token(piece, 0)[0])
         except _Invalid:
             pass
+    forms += [part for form in forms for part in _DELIMITERS_RE.split(form)]
     return [form for form in forms if form]
 
 

@@ -191,6 +191,7 @@ class PoolCore:
         self._generation = 0
         self._suspect_before = -math.inf
         self._backoff = Backoff(self.rng)
+        self._ticked_at = -math.inf
 
     # -- observation -------------------------------------------------------
 
@@ -299,7 +300,8 @@ class PoolCore:
         """The requester checked a CHECKING slot: ``ok`` makes it IN_USE.
 
         A failed check closes the slot and marks older connections suspect;
-        the requester should then ask again with ``acquire(now)``.
+        the requester should then ask again with ``acquire(now)``. A slot
+        that never ran a query fails like a connect: new opens back off.
         """
         assert slot.state is CHECKING
         if ok:
@@ -307,6 +309,8 @@ class PoolCore:
             self.counters.acquires += 1
             return
         self._suspect_before = now
+        if slot.queries == 0:  # never used: as good as a failed connect (rule 4)
+            self._backoff.failed(now)
         self._close(slot, "broken", now)
         self.counters.connections_lost += 1
         self._grow(now)
@@ -356,16 +360,18 @@ class PoolCore:
             self._close(slot, cause, now)
             self._grow(now)
             return
-        if self.closing or self.size > self.config.max_size:
-            self._close(slot, "", now)
-            return
         self._make_available(slot, now)
 
     def _make_available(self, slot: Slot, now: float) -> None:
-        """Give ``slot`` to the oldest live waiter, else put it on the idle stack."""
-        if self.closing:
+        """Give ``slot`` to the oldest live waiter, else put it on the idle stack.
+
+        While closing, or over ``max_size`` after a ``resize()`` down (slots
+        already closing do not count), the slot is closed instead.
+        """
+        if self.closing or self._over_size():
             self._close(slot, "", now)
             return
+        slot.idle_since = now  # granted or idle: it was in use (or opened) until now
         if self._live_waiters:
             waiter = self._waiters.popleft()
             waiter.done = True
@@ -376,7 +382,6 @@ class PoolCore:
             self.actions.append(Wake(waiter))
             return
         slot.state = IDLE
-        slot.idle_since = now
         self._idle.append(slot)
 
     # -- opening and closing connections -----------------------------------
@@ -436,6 +441,7 @@ class PoolCore:
         slot = Slot(self._next_id)
         self._next_id += 1
         self.slots[slot.id] = slot
+        assert self.size <= self.config.max_size, "opened past max_size"
         self._opening += 1
         self.actions.append(Open(slot))
 
@@ -472,8 +478,9 @@ class PoolCore:
     def tick(self, now: float) -> None:
         """Run what is due at ``now``: retire idle connections, retry opening."""
         cfg = self.config
+        self._ticked_at = now
         keep: list[Slot] = []
-        surplus = self.size - cfg.min_size
+        surplus = self.size - self._closing_count() - cfg.min_size
         for slot in self._idle:  # oldest first
             reason = self.retire_reason(slot, now)
             idle_too_long = cfg.max_idle is not None and now - slot.idle_since >= cfg.max_idle
@@ -491,9 +498,16 @@ class PoolCore:
         """When :meth:`tick` next has work to do (``math.inf`` if never)."""
         cfg = self.config
         deadline = math.inf
-        if self._backoff.failures and (self._live_waiters or self.size < cfg.min_size):
-            deadline = self._backoff.retry_at
-        surplus = self.size - cfg.min_size
+        # A retry that was due by the last tick was made then, or waits for an
+        # event (connected, closed, acquire...) that runs _grow itself.
+        backoff = self._backoff
+        if (
+            backoff.failures
+            and backoff.retry_at > self._ticked_at
+            and (self._live_waiters or self.size < cfg.min_size)
+        ):
+            deadline = backoff.retry_at
+        surplus = self.size - self._closing_count() - cfg.min_size
         for slot in self._idle:
             deadline = min(deadline, slot.expires_at)
             if surplus > 0 and cfg.max_idle is not None:
@@ -544,6 +558,10 @@ class PoolCore:
     def _closing_count(self) -> int:
         return sum(1 for s in self.slots.values() if s.state is CLOSING)
 
+    def _over_size(self) -> bool:
+        max_size = self.config.max_size
+        return self.size > max_size and self.size - self._closing_count() > max_size
+
     # -- checking ----------------------------------------------------------
 
     def iter_slots(self) -> Iterator[Slot]:
@@ -553,9 +571,7 @@ class PoolCore:
     def invariants(self) -> None:
         """Assert the rules of the module docstring (for tests)."""
         states = [s.state for s in self.slots.values()]
-        assert states.count(OPENING) == self._opening
-        if self._opening:
-            assert self.size <= self.config.max_size, "opened past max_size"
+        assert states.count(OPENING) == self._opening  # max_size is asserted in _open()
         assert all(s.state is IDLE for s in self._idle)
         assert len({id(s) for s in self._idle}) == len(self._idle)
         assert states.count(IDLE) == len(self._idle)

@@ -19,7 +19,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._connection import AsyncConnection
-from .._core import CHECKING, Close, Open, PoolCore, Slot, Waiter, Wake
+from .._core import CHECKING, CLOSING, Close, Open, PoolCore, Slot, Waiter, Wake
 from .._core.machine import Action
 from .._errors import Error
 from .._options import PoolOptions
@@ -86,9 +86,9 @@ class AsyncFace:
         """Refuse new requests, let borrowers finish up to ``timeout``, then terminate."""
         closes = self._apply(self.core.close)
         with anyio.CancelScope(shield=True):
-            await self._close_slots(closes)
-            self._check_drained()
             with anyio.move_on_after(timeout):
+                await self._close_slots(closes)
+                self._check_drained()
                 await self._drained.wait()
             if self.core.size:
                 self.terminate()
@@ -103,11 +103,12 @@ class AsyncFace:
         for action in core.take_actions():
             if action.__class__ is Wake:
                 action.waiter.token.set()
-            elif action.__class__ is Close:
-                driver: AsyncConn | None = action.slot.conn
+        for slot in list(core.slots.values()):
+            if slot.state is CLOSING:  # including closes under way elsewhere: cut them short
+                driver: AsyncConn | None = slot.conn
                 if driver is not None:
                     driver.terminate()
-                core.closed(action.slot, self._now())
+                core.closed(slot, self._now())
         self._pending.clear()
         self._check_drained()
         self._stop_housekeeper()

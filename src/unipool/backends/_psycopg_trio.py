@@ -6,6 +6,7 @@ is sans-I/O though: generators yield what they wait for (`Wait` flags, or
 `TrioConnection` drives those generators with trio's socket waits and
 replaces the connection lock, so cursors, transactions, COPY, server-side
 cursors and pipelines work unchanged under `trio.run`.  Only meant for trio.
+Each wait polls the socket first and parks in trio only if it is not ready.
 
 Cancellation: a trio cancellation (or KeyboardInterrupt) arriving while a
 query runs cancels the query on the server, drains its results (shielded,
@@ -20,13 +21,15 @@ checkpoint when free, as asyncio's: else psycopg's cleanup would be skipped.
 Not supported: `psycopg.copy.AsyncQueuedLibpqWriter` (it spawns asyncio tasks).
 
 psycopg semi-private API used, checked by `check_psycopg_internals()`, see
-`PSYCOPG_INTERNALS`.
+`PSYCOPG_INTERNALS`.  psycopg 3.2 and 3.3 differ in how timeouts are
+enforced: see `_TIMEOUT_IN_WAIT`.
 """
 
 from __future__ import annotations
 
 import errno
 import importlib
+import inspect
 import logging
 import math
 import os
@@ -69,6 +72,7 @@ TESTED_PSYCOPG: Final = ("3.2", "3.3")
 
 #: Non-public psycopg names relied upon, as ``(owner, name, use)``.  An owner
 #: ending in ``.__init__`` means an attribute assigned by that constructor.
+#: ``_WaitTimeout`` is needed (and exists) from psycopg 3.3 only.
 PSYCOPG_INTERNALS: Final = (
     ("psycopg.AsyncConnection", "_connect_gen", "generator connecting, yields (fd, Wait)"),
     ("psycopg.AsyncConnection", "_cancel_gen", "generator sending a cancel request"),
@@ -76,7 +80,7 @@ PSYCOPG_INTERNALS: Final = (
     ("psycopg.AsyncConnection", "_get_connection_params", "conninfo + kwargs to a dict"),
     ("psycopg.AsyncConnection.__init__", "lock", "replaced with a trio lock"),
     ("psycopg.AsyncConnection.__init__", "_adapters", "set from connect(context=...)"),
-    ("psycopg.errors", "_WaitTimeout", "raised by wait() on timeout, caught by psycopg"),
+    ("psycopg.errors", "_WaitTimeout", "raised by wait(timeout=...), caught by psycopg"),
     ("psycopg.conninfo", "conninfo_attempts", "multi-host attempts, sync DNS"),
     ("psycopg.conninfo", "timeout_from_conninfo", "connect_timeout, libpq rules"),
     ("psycopg.waiting", "Wait", "flags yielded by the generators"),
@@ -85,10 +89,12 @@ PSYCOPG_INTERNALS: Final = (
 
 #: Bound (seconds) of the shielded server cancel + drain after an interruption.
 CANCEL_TIMEOUT: Final = 5.0
-#: Bound (seconds) of an operation started while the task is already cancelled.
+#: Bound (seconds) of a wait in the cleanup code of a cancelled task.
 CLEANUP_TIMEOUT: Final = 5.0
 #: How long (seconds) waits may go without yielding to trio (socket always ready).
 MAX_BUSY_TIME: Final = 0.005
+#: First delay (seconds) before repeating an unanswered cancel request; doubles.
+_RECANCEL_INTERVAL: Final = 0.2
 #: Fallback poll period (seconds) for read-or-write waits without `select.epoll`.
 _RW_POLL_INTERVAL: Final = 0.01
 _WAIT_INTERVAL: Final = 0.1
@@ -104,6 +110,24 @@ _SOCKET_GONE: Final = (OSError, trio.ClosedResourceError)
 
 _checked = False
 _last_yield = 0.0  # when a wait last yielded to trio
+
+
+class _Timeout(Exception):
+    """A driver's time limit expired (callers raise psycopg's error for it)."""
+
+
+def _accepts(func: Any, param: str) -> bool:
+    try:
+        return param in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+#: psycopg >= 3.3: `wait()` takes a timeout.  Before, generators enforced their
+#: timeouts themselves, sent `Ready.NONE` by `wait()` every `interval` seconds.
+_TIMEOUT_IN_WAIT: Final = _accepts(psycopg.AsyncConnection.wait, "timeout")
+#: psycopg < 3.3: `_cancel_gen()` takes a (keyword only, required) timeout.
+_CANCEL_GEN_TIMEOUT: Final = _accepts(getattr(psycopg.AsyncConnection, "_cancel_gen", 0), "timeout")
 
 
 def _lookup(path: str) -> Any:
@@ -122,6 +146,8 @@ def check_psycopg_internals() -> None:
     """Raise `RuntimeError` naming the `PSYCOPG_INTERNALS` missing in this psycopg."""
     missing: list[str] = []
     for owner, name, _use in PSYCOPG_INTERNALS:
+        if name == "_WaitTimeout" and not _TIMEOUT_IN_WAIT:
+            continue
         path, ctor, _ = owner.partition(".__init__")
         if (obj := _lookup(path)) is None:
             missing.append(path)
@@ -221,27 +247,31 @@ def _cleaning_up() -> bool:
 # Generator drivers
 
 
-async def _wait_gen(gen: PQGen[RV], fileno: int, limit: float | None = None) -> RV:
-    """Drive a query generator to completion on socket `fileno`."""
+async def _wait_gen(
+    gen: PQGen[RV], fileno: int, limit: float | None = None, tick: float | None = None
+) -> RV:
+    """Drive a query generator to completion on socket `fileno`.
+
+    Raise `_Timeout` after `limit` seconds.  With `tick`, send `Ready.NONE`
+    after `tick` seconds without readiness (psycopg < 3.3 generators).
+    """
     global _last_yield
-    if limit is not None:
-        return await _wait_gen_timed(gen, fileno, limit)
+    if limit is not None or tick is not None:
+        return await _wait_gen_slow(gen, fileno, limit, tick)
     try:
         s = next(gen)
         while True:
-            if s == _R:
-                await trio.lowlevel.wait_readable(fileno)
-                _last_yield = monotonic()
-                s = gen.send(_R)
-            elif ready := _ready_now(fileno, s):  # writes: almost always ready
+            # A zero-timeout poll is cheap (~1 µs) next to a park in trio's loop
+            # (~15 µs): a socket is almost always writable, and often readable
+            # already (fast queries); but yield now and then if never parking.
+            if ready := _ready_now(fileno, s):
                 if monotonic() - _last_yield >= MAX_BUSY_TIME:
                     await trio.lowlevel.checkpoint()
                     _last_yield = monotonic()
-                s = gen.send(ready)
             else:
                 ready = await _park(fileno, s)
                 _last_yield = monotonic()
-                s = gen.send(ready)
+            s = gen.send(ready)
     except StopIteration as ex:
         if monotonic() - _last_yield >= MAX_BUSY_TIME:
             await trio.lowlevel.checkpoint()
@@ -252,24 +282,29 @@ async def _wait_gen(gen: PQGen[RV], fileno: int, limit: float | None = None) -> 
         raise e.OperationalError("connection socket closed") from ex
 
 
-async def _wait_gen_timed(gen: PQGen[RV], fileno: int, limit: float) -> RV:
-    """Like `_wait_gen()`, raising `_WaitTimeout` after `limit` seconds.
+async def _wait_gen_slow(
+    gen: PQGen[RV], fileno: int, limit: float | None, tick: float | None
+) -> RV:
+    """`_wait_gen()` with a time limit and/or ticks.
 
-    Data already available is processed: a zero timeout polls once.
+    Data already available is processed: a zero `limit` polls once.
     """
     global _last_yield
-    deadline = trio.current_time() + max(limit, 0.0)
+    deadline = math.inf if limit is None else trio.current_time() + max(limit, 0.0)
     try:
         s = next(gen)
         while True:
             if not (ready := _ready_now(fileno, s)):
-                if trio.current_time() >= deadline:
-                    raise e._WaitTimeout("wait timeout expired")
-                with trio.CancelScope(deadline=deadline):
+                now = trio.current_time()
+                if now >= deadline:
+                    raise _Timeout
+                wake = deadline if tick is None else min(deadline, now + max(tick, 0.0))
+                with trio.CancelScope(deadline=wake):
                     ready = await _park(fileno, s)
                     _last_yield = monotonic()
-            if ready:
-                s = gen.send(ready)
+                if not ready and tick is None:
+                    continue
+            s = gen.send(ready)
     except StopIteration as ex:
         rv: RV = ex.value
         return rv
@@ -288,7 +323,7 @@ async def _wait_conn(gen: PQGenConn[RV], limit: float | None) -> RV:
                 if not ready:
                     ready = await _park(fileno, s)
                 fileno, s = gen.send(ready)
-        raise e._WaitTimeout("wait timeout expired")
+        raise _Timeout
     except StopIteration as ex:
         rv: RV = ex.value
         return rv
@@ -414,7 +449,7 @@ class TrioConnection(psycopg.AsyncConnection[Row]):
             logger.debug("connection attempt: %s", descr)
             try:
                 conn = await _wait_conn(cls._connect_gen(make_conninfo("", **attempt)), timeout)
-            except e._WaitTimeout:
+            except _Timeout:
                 failures.append((e.ConnectionTimeout("connection timeout expired"), descr))
             except e.Error as ex:
                 failures.append((ex, descr))
@@ -481,12 +516,15 @@ class TrioConnection(psycopg.AsyncConnection[Row]):
         while the query runs, cancel it on the server and drain it (see module).
         """
         fileno = self.pgconn.socket
+        tick = None if _TIMEOUT_IN_WAIT else interval
         try:
             if _cleaning_up():
                 with trio.CancelScope(deadline=trio.current_time() + CLEANUP_TIMEOUT, shield=True):
-                    return await _wait_gen(gen, fileno, timeout)
+                    return await _wait_gen(gen, fileno, timeout, tick)
                 # cleanup too slow: go on unshielded, which raises Cancelled
-            return await _wait_gen(gen, fileno, timeout)
+            return await _wait_gen(gen, fileno, timeout, tick)
+        except _Timeout:
+            raise e._WaitTimeout("wait timeout expired") from None
         except _INTERRUPTED:
             if self.pgconn.transaction_status == _ACTIVE:
                 await self._abort_query(gen, fileno)
@@ -509,8 +547,8 @@ class TrioConnection(psycopg.AsyncConnection[Row]):
     async def _cancel_request(self, limit: float | None) -> None:
         if psycopg.capabilities.has_cancel_safe():
             try:
-                await _wait_conn(self._cancel_gen(), limit)
-            except e._WaitTimeout:
+                await _wait_conn(self._new_cancel_gen(), limit)
+            except _Timeout:
                 raise e.CancellationTimeout("cancellation timeout expired") from None
         else:
             with trio.move_on_after(math.inf if limit is None else limit) as scope:
@@ -518,22 +556,36 @@ class TrioConnection(psycopg.AsyncConnection[Row]):
             if scope.cancelled_caught:
                 raise e.CancellationTimeout("cancellation timeout expired")
 
+    def _new_cancel_gen(self) -> PQGenConn[None]:
+        if _CANCEL_GEN_TIMEOUT:  # psycopg < 3.3; 0: no limit (ours applies)
+            return self._cancel_gen(timeout=0.0)  # type: ignore[call-arg]
+        return self._cancel_gen()
+
     async def _abort_query(self, gen: PQGen[Any], fileno: int) -> None:
         """Cancel the running query and drain `gen`, or close the connection."""
         recovered = False
         try:
             with trio.CancelScope(deadline=trio.current_time() + CANCEL_TIMEOUT, shield=True):
-                try:
-                    if self._should_cancel():
-                        await self._cancel_request(None)
-                except Exception as ex:
-                    logger.warning("query cancellation failed: %s", ex)
-                try:
-                    await _wait_gen(gen, fileno)
-                except e.QueryCanceled:
-                    pass
-                # (still ACTIVE is fine: stream() / COPY read the rest themselves)
-                recovered = True
+                pause = _RECANCEL_INTERVAL
+                while True:
+                    try:
+                        if self._should_cancel():
+                            await self._cancel_request(None)
+                    except Exception as ex:
+                        logger.warning("query cancellation failed: %s", ex)
+                    try:
+                        await _wait_gen(gen, fileno, pause)
+                    except _Timeout:
+                        # the server ignores a cancel arriving before it reads
+                        # the query: send it again
+                        logger.debug("query still running after cancel: cancelling again")
+                        pause *= 2
+                        continue
+                    except e.QueryCanceled:
+                        pass
+                    # (still ACTIVE is fine: stream() / COPY read the rest themselves)
+                    recovered = True
+                    break
         except Exception as ex:
             logger.warning("draining the cancelled query failed: %s", ex)
         finally:
