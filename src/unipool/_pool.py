@@ -408,59 +408,38 @@ class Pool:
         """Give back a connection from :meth:`getconn`."""
         self._sync().release(conn)
 
-    def execute(self, sql: str, *args: Any) -> str:
-        """Run ``sql`` on a pooled connection; the command tag."""
+    def _with_conn(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Run a connection method on a pooled connection, then give it back."""
         face = self._sync()
         conn = face.getconn(self._options.acquire_timeout)
         try:
-            return conn.execute(sql, *args)
+            return getattr(conn, method)(*args, **kwargs)
         finally:
             face.release(conn)
+
+    def execute(self, sql: str, *args: Any) -> str:
+        """Run ``sql`` on a pooled connection; the command tag."""
+        return self._with_conn("execute", sql, *args)  # type: ignore[no-any-return]
 
     def executemany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> None:
         """Run ``sql`` once per parameter tuple on a pooled connection."""
-        face = self._sync()
-        conn = face.getconn(self._options.acquire_timeout)
-        try:
-            conn.executemany(sql, args_seq)
-        finally:
-            face.release(conn)
+        self._with_conn("executemany", sql, args_seq)
 
     def fetch(self, sql: str, *args: Any) -> list[Record]:
         """All rows of ``sql``, run on a pooled connection."""
-        face = self._sync()
-        conn = face.getconn(self._options.acquire_timeout)
-        try:
-            return conn.fetch(sql, *args)
-        finally:
-            face.release(conn)
+        return self._with_conn("fetch", sql, *args)  # type: ignore[no-any-return]
 
     def fetchrow(self, sql: str, *args: Any) -> Record | None:
         """The first row of ``sql``, run on a pooled connection."""
-        face = self._sync()
-        conn = face.getconn(self._options.acquire_timeout)
-        try:
-            return conn.fetchrow(sql, *args)
-        finally:
-            face.release(conn)
+        return self._with_conn("fetchrow", sql, *args)  # type: ignore[no-any-return]
 
     def fetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
         """One value of the first row of ``sql``, run on a pooled connection."""
-        face = self._sync()
-        conn = face.getconn(self._options.acquire_timeout)
-        try:
-            return conn.fetchval(sql, *args, column=column)
-        finally:
-            face.release(conn)
+        return self._with_conn("fetchval", sql, *args, column=column)
 
     def fetchmany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> list[list[Record]]:
         """Run ``sql`` once per parameter tuple on a pooled connection; the rows of each run."""
-        face = self._sync()
-        conn = face.getconn(self._options.acquire_timeout)
-        try:
-            return conn.fetchmany(sql, args_seq)
-        finally:
-            face.release(conn)
+        return self._with_conn("fetchmany", sql, args_seq)  # type: ignore[no-any-return]
 
     def expire_connections(self) -> None:
         """Replace every connection: idle ones now, borrowed ones when they come back."""
@@ -494,59 +473,38 @@ class Pool:
         """Give back a connection from :meth:`agetconn` or ``await pool.acquire()``."""
         await self._async().release(conn)
 
-    async def aexecute(self, sql: str, *args: Any) -> str:
-        """Run ``sql`` on a pooled connection; the command tag."""
+    async def _awith_conn(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Run a connection method on a pooled connection, then give it back."""
         face = await self._aface()
         conn = await face.getconn(self._options.acquire_timeout)
         try:
-            return await conn.execute(sql, *args)
+            return await getattr(conn, method)(*args, **kwargs)
         finally:
             await face.release(conn)
+
+    async def aexecute(self, sql: str, *args: Any) -> str:
+        """Run ``sql`` on a pooled connection; the command tag."""
+        return await self._awith_conn("execute", sql, *args)  # type: ignore[no-any-return]
 
     async def aexecutemany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> None:
         """Run ``sql`` once per parameter tuple on a pooled connection."""
-        face = await self._aface()
-        conn = await face.getconn(self._options.acquire_timeout)
-        try:
-            await conn.executemany(sql, args_seq)
-        finally:
-            await face.release(conn)
+        await self._awith_conn("executemany", sql, args_seq)
 
     async def afetch(self, sql: str, *args: Any) -> list[Record]:
         """All rows of ``sql``, run on a pooled connection."""
-        face = await self._aface()
-        conn = await face.getconn(self._options.acquire_timeout)
-        try:
-            return await conn.fetch(sql, *args)
-        finally:
-            await face.release(conn)
+        return await self._awith_conn("fetch", sql, *args)  # type: ignore[no-any-return]
 
     async def afetchrow(self, sql: str, *args: Any) -> Record | None:
         """The first row of ``sql``, run on a pooled connection."""
-        face = await self._aface()
-        conn = await face.getconn(self._options.acquire_timeout)
-        try:
-            return await conn.fetchrow(sql, *args)
-        finally:
-            await face.release(conn)
+        return await self._awith_conn("fetchrow", sql, *args)  # type: ignore[no-any-return]
 
     async def afetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
         """One value of the first row of ``sql``, run on a pooled connection."""
-        face = await self._aface()
-        conn = await face.getconn(self._options.acquire_timeout)
-        try:
-            return await conn.fetchval(sql, *args, column=column)
-        finally:
-            await face.release(conn)
+        return await self._awith_conn("fetchval", sql, *args, column=column)
 
     async def afetchmany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> list[list[Record]]:
         """Run ``sql`` once per parameter tuple on a pooled connection; the rows of each run."""
-        face = await self._aface()
-        conn = await face.getconn(self._options.acquire_timeout)
-        try:
-            return await conn.fetchmany(sql, args_seq)
-        finally:
-            await face.release(conn)
+        return await self._awith_conn("fetchmany", sql, args_seq)  # type: ignore[no-any-return]
 
     async def aexpire_connections(self) -> None:
         """Replace every connection: idle ones now, borrowed ones when they come back."""
