@@ -6,13 +6,18 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["lint", "mypy", "tests"]
-PYPROJECT = nox.project.load_toml("pyproject.toml")
+
+
+def install(session: nox.Session, group: str) -> None:
+    """The project, editable, with one of its dependency groups (as .ci/run does)."""
+    session.install("-q", "-U", "pip")
+    session.install("-q", "-e", ".", "--group", group)
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite against a real PostgreSQL (a throwaway one if none answers)."""
-    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "test"))
+    install(session, "test")
     session.run("python", "-m", "pytest", *session.posargs)
 
 
@@ -27,5 +32,5 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def mypy(session: nox.Session) -> None:
     """mypy --strict over the package and the tests."""
-    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "lint"))
+    install(session, "lint")
     session.run("mypy")
