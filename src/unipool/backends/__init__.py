@@ -11,6 +11,7 @@ from .base import Backend
 #: backend name -> (module, the driver package it needs)
 KNOWN: dict[str, tuple[str, str]] = {
     "psycopg": ("unipool.backends.psycopg", "psycopg"),
+    "asyncpg": ("unipool.backends.asyncpg", "asyncpg"),
 }
 
 

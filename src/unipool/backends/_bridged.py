@@ -1,0 +1,109 @@
+"""Carry an async driver connection into blocking code or trio through a runner.
+
+asyncpg and psqlpy only offer coroutines. A *runner* runs one of their
+coroutine functions to completion in the caller's world: for blocking code a
+callable ``run(fn, *args) -> result``, for trio an async ``run(fn, *args)``.
+The runner owns timeouts and cancellation: when the caller gives up, the
+operation is cancelled where it runs and waited for before the caller goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+from .._record import Record
+from .base import AsyncConn
+
+SyncRunner = Callable[..., Any]
+AsyncRunner = Callable[..., Awaitable[Any]]
+
+
+class SyncBridge:
+    """A blocking connection over an async one, through ``run``."""
+
+    __slots__ = ("_kill", "_run", "inner", "raw")
+
+    def __init__(self, inner: AsyncConn, run: SyncRunner, kill: Callable[[], None]) -> None:
+        self.inner = inner
+        self.raw = inner.raw
+        self._run = run
+        self._kill = kill
+
+    def execute(self, sql: str, args: Sequence[Any]) -> str:
+        return self._run(self.inner.execute, sql, args)  # type: ignore[no-any-return]
+
+    def executemany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> None:
+        self._run(self.inner.executemany, sql, args_seq)
+
+    def fetch(self, sql: str, args: Sequence[Any]) -> list[Record]:
+        return self._run(self.inner.fetch, sql, args)  # type: ignore[no-any-return]
+
+    def fetchrow(self, sql: str, args: Sequence[Any]) -> Record | None:
+        return self._run(self.inner.fetchrow, sql, args)  # type: ignore[no-any-return]
+
+    def fetchval(self, sql: str, args: Sequence[Any], column: int) -> Any:
+        return self._run(self.inner.fetchval, sql, args, column)
+
+    def alive(self) -> bool:
+        return self.inner.alive()
+
+    def is_clean(self) -> bool:
+        return self.inner.is_clean()
+
+    def ping(self) -> None:
+        self._run(self.inner.ping)
+
+    def reset(self, dirty: bool) -> bool:
+        return self._run(self.inner.reset, dirty)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._run(self.inner.close)
+
+    def terminate(self) -> None:
+        self._kill()
+
+
+class AsyncBridge:
+    """An async connection for one event loop over one that lives elsewhere."""
+
+    __slots__ = ("_kill", "_run", "inner", "raw")
+
+    def __init__(self, inner: AsyncConn, run: AsyncRunner, kill: Callable[[], None]) -> None:
+        self.inner = inner
+        self.raw = inner.raw
+        self._run = run
+        self._kill = kill
+
+    async def execute(self, sql: str, args: Sequence[Any]) -> str:
+        return await self._run(self.inner.execute, sql, args)  # type: ignore[no-any-return]
+
+    async def executemany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> None:
+        await self._run(self.inner.executemany, sql, args_seq)
+
+    async def fetch(self, sql: str, args: Sequence[Any]) -> list[Record]:
+        return await self._run(self.inner.fetch, sql, args)  # type: ignore[no-any-return]
+
+    async def fetchrow(self, sql: str, args: Sequence[Any]) -> Record | None:
+        return await self._run(self.inner.fetchrow, sql, args)  # type: ignore[no-any-return]
+
+    async def fetchval(self, sql: str, args: Sequence[Any], column: int) -> Any:
+        return await self._run(self.inner.fetchval, sql, args, column)
+
+    def alive(self) -> bool:
+        return self.inner.alive()
+
+    def is_clean(self) -> bool:
+        return self.inner.is_clean()
+
+    async def ping(self) -> None:
+        await self._run(self.inner.ping)
+
+    async def reset(self, dirty: bool) -> bool:
+        return await self._run(self.inner.reset, dirty)  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        await self._run(self.inner.close)
+
+    def terminate(self) -> None:
+        self._kill()
