@@ -66,6 +66,11 @@ def anyio_backend(mode: str) -> str:
     return "trio" if mode == "trio" else "asyncio"
 
 
+def installed(names: tuple[str, ...]) -> list[str]:
+    """The backends among ``names`` whose driver is importable."""
+    return [n for n in names if importlib.util.find_spec(_DRIVERS[n]) is not None]
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     name: str = request.param

@@ -12,11 +12,13 @@ from __future__ import annotations
 import math
 import select
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import timezone
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import psycopg
 from psycopg import pq, waiting
+from psycopg.types.datetime import TimestamptzBinaryLoader, TimestamptzLoader
 from psycopg.types.json import Jsonb, JsonbDumper
 
 from .._dsn import scrub
@@ -52,6 +54,7 @@ _FATAL_CONNECT = {
     "no pg_hba.conf entry": "28000",
     "does not exist": "3D000",
     "too many connections": "53300",
+    "connection refused": "08001",
 }
 
 
@@ -96,6 +99,20 @@ class _JsonbDictDumper(JsonbDumper):
 
     def dump(self, obj: Any) -> Any:
         return super().dump(Jsonb(obj))
+
+
+class _UtcTimestamptzLoader(TimestamptzLoader):
+    """timestamptz in UTC, like the other backends (psycopg uses the session time zone)."""
+
+    def load(self, data: Any) -> Any:
+        return super().load(data).astimezone(timezone.utc)
+
+
+class _UtcTimestamptzBinaryLoader(TimestamptzBinaryLoader):
+    """timestamptz in UTC, binary format."""
+
+    def load(self, data: Any) -> Any:
+        return super().load(data).astimezone(timezone.utc)
 
 
 def _map_error(exc: psycopg.Error, conn: psycopg.BaseConnection[Any]) -> Error:
@@ -154,7 +171,10 @@ def _records(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any], rows: list[Any
 
 
 def _configure(raw: psycopg.BaseConnection[Any]) -> None:
-    raw.adapters.register_dumper(dict, _JsonbDictDumper)
+    adapters = raw.adapters
+    adapters.register_dumper(dict, _JsonbDictDumper)
+    adapters.register_loader("timestamptz", _UtcTimestamptzLoader)
+    adapters.register_loader("timestamptz", _UtcTimestamptzBinaryLoader)
 
 
 def _reset_statement(status: int, dirty: bool) -> str | None:
