@@ -55,6 +55,15 @@ class ModeConn:
     async def fetchmany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> Any:
         return await self._call("fetchmany", sql, args_seq)
 
+    async def copy_records_to_table(self, table: str, **kwargs: Any) -> str:
+        return await self._call("copy_records_to_table", table, **kwargs)  # type: ignore[no-any-return]
+
+    async def copy_to_table(self, table: str, **kwargs: Any) -> str:
+        return await self._call("copy_to_table", table, **kwargs)  # type: ignore[no-any-return]
+
+    async def copy_from_table(self, table: str, **kwargs: Any) -> str:
+        return await self._call("copy_from_table", table, **kwargs)  # type: ignore[no-any-return]
+
     @asynccontextmanager
     async def transaction(self, **kwargs: Any) -> AsyncIterator[ModeConn]:
         tx = self.conn.transaction(**kwargs)

@@ -245,6 +245,15 @@ class FakeAsyncConn(_FakeConn):
         await self._query()
         return None
 
+    async def copy_records(self, target: Any, records: Any) -> str:
+        return "COPY 0"
+
+    async def copy_in(self, target: Any, source: Any, options: dict[str, Any]) -> str:
+        return "COPY 0"
+
+    async def copy_out(self, target: Any, output: Any, options: dict[str, Any]) -> str:
+        return "COPY 0"
+
     async def ping(self) -> None:
         self._use()
         await self.backend._perform(
@@ -306,6 +315,15 @@ class FakeSyncConn(_FakeConn):
     def fetchval(self, sql: str, args: Sequence[Any], column: int) -> Any:
         self._query()
         return None
+
+    def copy_records(self, target: Any, records: Any) -> str:
+        return "COPY 0"
+
+    def copy_in(self, target: Any, source: Any, options: dict[str, Any]) -> str:
+        return "COPY 0"
+
+    def copy_out(self, target: Any, output: Any, options: dict[str, Any]) -> str:
+        return "COPY 0"
 
     def ping(self) -> None:
         self._use()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import unipool
@@ -101,3 +103,25 @@ async def test_released_connection_refuses_work(make_pool: PoolFactory) -> None:
             pass
         with pytest.raises(unipool.InterfaceError, match="released"):
             await conn.fetchval("select 1")
+
+
+async def test_copy(make_pool: PoolFactory, tmp_path: Path) -> None:
+    async with make_pool(max_size=1) as pool, pool.acquire() as conn:
+        await conn.execute("create temp table c (id int, name text, doc jsonb)")
+        tag = await conn.copy_records_to_table(
+            "c", records=[(1, "a", {"k": 1}), (2, None, None)], columns=["id", "name", "doc"]
+        )
+        assert tag == "COPY 2"
+        source = tmp_path / "in.csv"
+        source.write_bytes(b'3,c\n4,"d, e"\n')
+        tag = await conn.copy_to_table(
+            "c", source=str(source), columns=["id", "name"], format="csv"
+        )
+        assert tag == "COPY 2"
+        out = tmp_path / "out.csv"
+        tag = await conn.copy_from_table("c", output=str(out), columns=["id", "name"], format="csv")
+        assert tag == "COPY 4"
+        assert out.read_bytes().splitlines() == [b"1,a", b"2,", b"3,c", b'4,"d, e"']
+        assert await conn.fetchval("select doc from c where id = 1") == {"k": 1}
+        with pytest.raises(TypeError, match="unknown COPY option"):
+            await conn.copy_from_table("c", output=str(out), colour="red")

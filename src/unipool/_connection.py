@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import InterfaceError
 from ._record import Record
-from ._sql import begin_statement, leaves_session_clean
+from ._sql import begin_statement, check_copy_options, leaves_session_clean
 
 if TYPE_CHECKING:
     from ._core import Slot
@@ -109,6 +109,50 @@ class Connection(_Borrowed):
         """Run ``sql`` once per parameter tuple; the rows of each run."""
         return [self._use(sql).fetch(sql, tuple(args)) for args in args_seq]
 
+    def copy_records_to_table(
+        self,
+        table_name: str,
+        *,
+        records: Iterable[Sequence[Any]],
+        columns: Sequence[str] | None = None,
+        schema_name: str | None = None,
+    ) -> str:
+        """Copy ``records`` (tuples) into a table; the command tag (``"COPY n"``)."""
+        driver = self._use("COPY")
+        return driver.copy_records((table_name, schema_name, columns), records)  # type: ignore[no-any-return]
+
+    def copy_to_table(
+        self,
+        table_name: str,
+        *,
+        source: Any,
+        columns: Sequence[str] | None = None,
+        schema_name: str | None = None,
+        **options: Any,
+    ) -> str:
+        """Copy data from ``source`` (a path, a file or an iterable of bytes) into a table.
+
+        ``options``: ``format`` (text, csv, binary), ``delimiter``, ``null``,
+        ``header``, ``quote``, ``escape``, ``encoding``.
+        """
+        target = (table_name, schema_name, columns)
+        driver = self._use("COPY")
+        return driver.copy_in(target, source, check_copy_options(options))  # type: ignore[no-any-return]
+
+    def copy_from_table(
+        self,
+        table_name: str,
+        *,
+        output: Any,
+        columns: Sequence[str] | None = None,
+        schema_name: str | None = None,
+        **options: Any,
+    ) -> str:
+        """Copy a table to ``output`` (a path or a writable binary file); options as above."""
+        target = (table_name, schema_name, columns)
+        driver = self._use("COPY")
+        return driver.copy_out(target, output, check_copy_options(options))  # type: ignore[no-any-return]
+
     def transaction(
         self, isolation: str | None = None, readonly: bool = False, deferrable: bool = False
     ) -> Transaction:
@@ -150,6 +194,46 @@ class AsyncConnection(_Borrowed):
     async def fetchmany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> list[list[Record]]:
         """Run ``sql`` once per parameter tuple; the rows of each run."""
         return [await self._use(sql).fetch(sql, tuple(args)) for args in args_seq]
+
+    async def copy_records_to_table(
+        self,
+        table_name: str,
+        *,
+        records: Any,
+        columns: Sequence[str] | None = None,
+        schema_name: str | None = None,
+    ) -> str:
+        """Copy ``records`` (tuples, or an async iterable of them) into a table."""
+        driver = self._use("COPY")
+        return await driver.copy_records((table_name, schema_name, columns), records)  # type: ignore[no-any-return]
+
+    async def copy_to_table(
+        self,
+        table_name: str,
+        *,
+        source: Any,
+        columns: Sequence[str] | None = None,
+        schema_name: str | None = None,
+        **options: Any,
+    ) -> str:
+        """Copy data from ``source`` into a table; see :meth:`Connection.copy_to_table`."""
+        target = (table_name, schema_name, columns)
+        driver = self._use("COPY")
+        return await driver.copy_in(target, source, check_copy_options(options))  # type: ignore[no-any-return]
+
+    async def copy_from_table(
+        self,
+        table_name: str,
+        *,
+        output: Any,
+        columns: Sequence[str] | None = None,
+        schema_name: str | None = None,
+        **options: Any,
+    ) -> str:
+        """Copy a table to ``output``; see :meth:`Connection.copy_from_table`."""
+        target = (table_name, schema_name, columns)
+        driver = self._use("COPY")
+        return await driver.copy_out(target, output, check_copy_options(options))  # type: ignore[no-any-return]
 
     def transaction(
         self, isolation: str | None = None, readonly: bool = False, deferrable: bool = False

@@ -441,6 +441,18 @@ class Pool:
         """Run ``sql`` once per parameter tuple on a pooled connection; the rows of each run."""
         return self._with_conn("fetchmany", sql, args_seq)  # type: ignore[no-any-return]
 
+    def copy_records_to_table(self, table_name: str, **kwargs: Any) -> str:
+        """:meth:`Connection.copy_records_to_table` on a pooled connection."""
+        return self._with_conn("copy_records_to_table", table_name, **kwargs)  # type: ignore[no-any-return]
+
+    def copy_to_table(self, table_name: str, **kwargs: Any) -> str:
+        """:meth:`Connection.copy_to_table` on a pooled connection."""
+        return self._with_conn("copy_to_table", table_name, **kwargs)  # type: ignore[no-any-return]
+
+    def copy_from_table(self, table_name: str, **kwargs: Any) -> str:
+        """:meth:`Connection.copy_from_table` on a pooled connection."""
+        return self._with_conn("copy_from_table", table_name, **kwargs)  # type: ignore[no-any-return]
+
     def expire_connections(self) -> None:
         """Replace every connection: idle ones now, borrowed ones when they come back."""
         face = self._sync()
@@ -505,6 +517,18 @@ class Pool:
     async def afetchmany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> list[list[Record]]:
         """Run ``sql`` once per parameter tuple on a pooled connection; the rows of each run."""
         return await self._awith_conn("fetchmany", sql, args_seq)  # type: ignore[no-any-return]
+
+    async def acopy_records_to_table(self, table_name: str, **kwargs: Any) -> str:
+        """:meth:`AsyncConnection.copy_records_to_table` on a pooled connection."""
+        return await self._awith_conn("copy_records_to_table", table_name, **kwargs)  # type: ignore[no-any-return]
+
+    async def acopy_to_table(self, table_name: str, **kwargs: Any) -> str:
+        """:meth:`AsyncConnection.copy_to_table` on a pooled connection."""
+        return await self._awith_conn("copy_to_table", table_name, **kwargs)  # type: ignore[no-any-return]
+
+    async def acopy_from_table(self, table_name: str, **kwargs: Any) -> str:
+        """:meth:`AsyncConnection.copy_from_table` on a pooled connection."""
+        return await self._awith_conn("copy_from_table", table_name, **kwargs)  # type: ignore[no-any-return]
 
     async def aexpire_connections(self) -> None:
         """Replace every connection: idle ones now, borrowed ones when they come back."""

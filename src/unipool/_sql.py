@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import Any
 
 #: Returns a session to its connection defaults in one round trip. Never
 #: ``DISCARD ALL``: it breaks every driver's prepared-statement cache.
@@ -20,6 +22,7 @@ ISOLATION_LEVELS = {
 _CLEAN_FIRST_WORDS = frozenset(
     {
         "select",
+        "copy",
         "insert",
         "update",
         "delete",
@@ -87,3 +90,54 @@ def begin_statement(isolation: str | None, readonly: bool, deferrable: bool) -> 
     if deferrable:
         parts.append("DEFERRABLE")
     return " ".join(parts)
+
+
+COPY_OPTIONS = frozenset({"format", "delimiter", "null", "header", "quote", "escape", "encoding"})
+COPY_FORMATS = frozenset({"text", "csv", "binary"})
+
+
+def quote_ident(name: str) -> str:
+    """``name`` as a quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def check_copy_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The COPY options that are set, validated.
+
+    Raises:
+        TypeError: an unknown option.
+        ValueError: an unknown format.
+    """
+    unknown = sorted(set(options) - COPY_OPTIONS)
+    if unknown:
+        allowed = ", ".join(sorted(COPY_OPTIONS))
+        raise TypeError(f"unknown COPY option {unknown[0]!r}; the options are: {allowed}")
+    fmt = options.get("format")
+    if fmt is not None and fmt not in COPY_FORMATS:
+        raise ValueError(f"format must be one of {sorted(COPY_FORMATS)}, not {fmt!r}")
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def copy_statement(
+    table: str,
+    schema_name: str | None,
+    columns: Sequence[str] | None,
+    direction: str,
+    options: dict[str, Any],
+) -> str:
+    """``COPY [schema.]table [(columns)] FROM STDIN | TO STDOUT [WITH (...)]``."""
+    target = quote_ident(table)
+    if schema_name is not None:
+        target = f"{quote_ident(schema_name)}.{target}"
+    if columns:
+        target += " (" + ", ".join(quote_ident(c) for c in columns) + ")"
+    parts = []
+    for key, value in options.items():
+        if key == "format":
+            parts.append(f"FORMAT {value}")
+        elif key == "header":
+            parts.append(f"HEADER {'true' if value else 'false'}")
+        else:
+            parts.append(f"{key.upper()} '" + str(value).replace("'", "''") + "'")
+    with_clause = f" WITH ({', '.join(parts)})" if parts else ""
+    return f"COPY {target} {direction}{with_clause}"

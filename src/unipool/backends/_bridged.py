@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from .._record import Record
-from .base import AsyncConn
+from .base import AsyncConn, CopyTarget
 
 SyncRunner = Callable[..., Any]
 AsyncRunner = Callable[..., Awaitable[Any]]
@@ -44,6 +44,15 @@ class SyncBridge:
 
     def fetchval(self, sql: str, args: Sequence[Any], column: int) -> Any:
         return self._run(self.inner.fetchval, sql, args, column)
+
+    def copy_records(self, target: CopyTarget, records: Iterable[Sequence[Any]]) -> str:
+        return self._run(self.inner.copy_records, target, records)  # type: ignore[no-any-return]
+
+    def copy_in(self, target: CopyTarget, source: Any, options: dict[str, Any]) -> str:
+        return self._run(self.inner.copy_in, target, source, options)  # type: ignore[no-any-return]
+
+    def copy_out(self, target: CopyTarget, output: Any, options: dict[str, Any]) -> str:
+        return self._run(self.inner.copy_out, target, output, options)  # type: ignore[no-any-return]
 
     def alive(self) -> bool:
         return self.inner.alive()
@@ -89,6 +98,15 @@ class AsyncBridge:
 
     async def fetchval(self, sql: str, args: Sequence[Any], column: int) -> Any:
         return await self._run(self.inner.fetchval, sql, args, column)
+
+    async def copy_records(self, target: CopyTarget, records: Any) -> str:
+        return await self._run(self.inner.copy_records, target, records)  # type: ignore[no-any-return]
+
+    async def copy_in(self, target: CopyTarget, source: Any, options: dict[str, Any]) -> str:
+        return await self._run(self.inner.copy_in, target, source, options)  # type: ignore[no-any-return]
+
+    async def copy_out(self, target: CopyTarget, output: Any, options: dict[str, Any]) -> str:
+        return await self._run(self.inner.copy_out, target, output, options)  # type: ignore[no-any-return]
 
     def alive(self) -> bool:
         return self.inner.alive()

@@ -30,7 +30,7 @@ from .._errors import (
 from .._record import Record, column_index
 from .._sql import RESET_SESSION
 from ._bridged import AsyncBridge, SyncBridge
-from .base import ConnectParams, Runtime
+from .base import ConnectParams, CopyTarget, Runtime
 
 _LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
 
@@ -121,6 +121,33 @@ class AsyncpgConn:
         except _ERRORS as exc:
             raise _map_error(exc, self.raw) from exc
 
+    async def copy_records(self, target: CopyTarget, records: Any) -> str:
+        table, schema_name, columns = target
+        try:
+            return await self.raw.copy_records_to_table(  # type: ignore[no-any-return]
+                table, records=records, columns=columns, schema_name=schema_name
+            )
+        except _ERRORS as exc:
+            raise _map_error(exc, self.raw) from exc
+
+    async def copy_in(self, target: CopyTarget, source: Any, options: dict[str, Any]) -> str:
+        table, schema_name, columns = target
+        try:
+            return await self.raw.copy_to_table(  # type: ignore[no-any-return]
+                table, source=source, columns=columns, schema_name=schema_name, **options
+            )
+        except _ERRORS as exc:
+            raise _map_error(exc, self.raw) from exc
+
+    async def copy_out(self, target: CopyTarget, output: Any, options: dict[str, Any]) -> str:
+        table, schema_name, columns = target
+        try:
+            return await self.raw.copy_from_table(  # type: ignore[no-any-return]
+                table, output=output, columns=columns, schema_name=schema_name, **options
+            )
+        except _ERRORS as exc:
+            raise _map_error(exc, self.raw) from exc
+
     def alive(self) -> bool:
         """Not closed, and nothing waiting unread (EOF or an error from a killed backend)."""
         if self.raw.is_closed():
@@ -162,6 +189,25 @@ def _connect_error(exc: BaseException, params: ConnectParams) -> ConnectError:
     return ConnectError(message, sqlstate=sqlstate)
 
 
+def _jsonb_encode(value: Any) -> bytes:
+    return b"\x01" + json.dumps(value).encode()
+
+
+def _jsonb_decode(data: bytes) -> Any:
+    return json.loads(data[1:])
+
+
+def _json_encode(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+#: Binary codecs (COPY of records is binary in asyncpg); jsonb carries a version byte.
+_JSON_CODECS: dict[str, tuple[Any, Any]] = {
+    "json": (_json_encode, json.loads),
+    "jsonb": (_jsonb_encode, _jsonb_decode),
+}
+
+
 async def _connect(params: ConnectParams) -> AsyncpgConn:
     kwargs = dict(params.kwargs)
     if params.command_timeout is not None:
@@ -174,9 +220,9 @@ async def _connect(params: ConnectParams) -> AsyncpgConn:
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError) as exc:
         raise _connect_error(exc, params) from exc
     try:
-        for name in ("json", "jsonb"):
+        for name, (encoder, decoder) in _JSON_CODECS.items():
             await raw.set_type_codec(
-                name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+                name, encoder=encoder, decoder=decoder, schema="pg_catalog", format="binary"
             )
     except BaseException:
         raw.terminate()

@@ -34,8 +34,9 @@ from .._errors import (
     make_database_error,
 )
 from .._record import Record, column_index
-from .._sql import RESET_SESSION
-from .base import ConnectParams, Runtime
+from .._sql import RESET_SESSION, copy_statement
+from ._copyio import achunks, chunks, sink
+from .base import ConnectParams, CopyTarget, Runtime
 
 if TYPE_CHECKING:
     from psycopg.abc import RV, PQGen
@@ -250,6 +251,36 @@ class SyncPsycopgConn:
             raise _map_error(exc, self.raw) from exc
         return None if row is None else row[column]
 
+    def copy_records(self, target: CopyTarget, records: Iterable[Sequence[Any]]) -> str:
+        try:
+            with self._cur.copy(copy_statement(*target, "FROM STDIN", {})) as copy:
+                for record in records:
+                    copy.write_row(record)
+        except psycopg.Error as exc:
+            raise _map_error(exc, self.raw) from exc
+        return self._cur.statusmessage or ""
+
+    def copy_in(self, target: CopyTarget, source: Any, options: dict[str, Any]) -> str:
+        try:
+            with self._cur.copy(copy_statement(*target, "FROM STDIN", options)) as copy:
+                for chunk in chunks(source):
+                    copy.write(chunk)
+        except psycopg.Error as exc:
+            raise _map_error(exc, self.raw) from exc
+        return self._cur.statusmessage or ""
+
+    def copy_out(self, target: CopyTarget, output: Any, options: dict[str, Any]) -> str:
+        try:
+            with (
+                sink(output) as out,
+                self._cur.copy(copy_statement(*target, "TO STDOUT", options)) as copy,
+            ):
+                for data in copy:
+                    out.write(data)
+        except psycopg.Error as exc:
+            raise _map_error(exc, self.raw) from exc
+        return f"COPY {self._cur.rowcount}"
+
     def alive(self) -> bool:
         raw = self.raw
         return not (raw.closed or raw.broken) and self._live.quiet()
@@ -327,6 +358,38 @@ class AsyncPsycopgConn:
         except psycopg.Error as exc:
             raise _map_error(exc, self.raw) from exc
         return None if row is None else row[column]
+
+    async def copy_records(self, target: CopyTarget, records: Any) -> str:
+        try:
+            async with self._cur.copy(copy_statement(*target, "FROM STDIN", {})) as copy:
+                if hasattr(records, "__aiter__"):
+                    async for record in records:
+                        await copy.write_row(record)
+                else:
+                    for record in records:
+                        await copy.write_row(record)
+        except psycopg.Error as exc:
+            raise _map_error(exc, self.raw) from exc
+        return self._cur.statusmessage or ""
+
+    async def copy_in(self, target: CopyTarget, source: Any, options: dict[str, Any]) -> str:
+        try:
+            async with self._cur.copy(copy_statement(*target, "FROM STDIN", options)) as copy:
+                async for chunk in achunks(source):
+                    await copy.write(chunk)
+        except psycopg.Error as exc:
+            raise _map_error(exc, self.raw) from exc
+        return self._cur.statusmessage or ""
+
+    async def copy_out(self, target: CopyTarget, output: Any, options: dict[str, Any]) -> str:
+        try:
+            with sink(output) as out:
+                async with self._cur.copy(copy_statement(*target, "TO STDOUT", options)) as copy:
+                    async for data in copy:
+                        out.write(data)
+        except psycopg.Error as exc:
+            raise _map_error(exc, self.raw) from exc
+        return f"COPY {self._cur.rowcount}"
 
     def alive(self) -> bool:
         raw = self.raw
