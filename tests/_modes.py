@@ -19,6 +19,13 @@ import unipool
 MODES = ("sync", "asyncio", "trio")
 
 
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``predicate()`` holds: it watches another thread or task, so poll it."""
+    with anyio.fail_after(timeout):
+        while not predicate():  # noqa: ASYNC110 - the condition lives elsewhere
+            await anyio.sleep(0.002)
+
+
 async def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run a blocking call in a worker thread."""
     return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs))

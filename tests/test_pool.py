@@ -11,19 +11,12 @@ import anyio
 import pytest
 
 import unipool
-from tests._modes import ModePool, in_thread
+from tests._modes import ModePool, in_thread, until
 from tests.conftest import Admin, PoolFactory
 
 
 def _waiting_is(pool: ModePool, n: int) -> bool:
     return pool.stats().waiting == n
-
-
-async def _until(predicate: Callable[[], bool]) -> None:
-    """Wait until ``predicate()`` holds (polling: it watches another thread or task)."""
-    with anyio.fail_after(5):
-        while not predicate():  # noqa: ASYNC110 - the condition lives in another task
-            await anyio.sleep(0.002)
 
 
 def _app() -> dict[str, object]:
@@ -180,7 +173,7 @@ async def test_fifo_waiters(make_pool: PoolFactory) -> None:
         async with anyio.create_task_group() as tg:
             for i in range(5):
                 tg.start_soon(waiter, i)
-                await _until(partial(_waiting_is, pool, i + 1))
+                await until(partial(_waiting_is, pool, i + 1))
             await pool.release(held)
         assert order == [0, 1, 2, 3, 4]
 
@@ -190,7 +183,7 @@ async def test_too_many_waiters(make_pool: PoolFactory) -> None:
         held = await pool.getconn()
         async with anyio.create_task_group() as tg:
             tg.start_soon(pool.fetchval, "select 1")
-            await _until(partial(_waiting_is, pool, 1))
+            await until(partial(_waiting_is, pool, 1))
             with pytest.raises(unipool.TooManyWaiters):
                 await pool.fetchval("select 1")
             await pool.release(held)

@@ -1,0 +1,79 @@
+"""Administration: sizing, getters, stats, connect arguments, multi-host DSNs."""
+
+from __future__ import annotations
+
+import pytest
+
+import unipool
+from tests._modes import until
+from tests.conftest import PoolFactory
+
+
+async def test_getters_and_stats(make_pool: PoolFactory) -> None:
+    async with make_pool(min_size=2, max_size=4, name="admin-pool") as pool:
+        p = pool.pool
+        assert (p.get_min_size(), p.get_max_size()) == (2, 4)
+        assert p.get_size() == 2 and p.get_idle_size() == 2
+        assert not p.is_closing()
+        await pool.fetchval("select 1")
+        stats = pool.stats()
+        assert stats.name == "admin-pool" and stats.acquires >= 1 and stats.connects == 2
+        assert set(stats.recycled) == {
+            "max_queries",
+            "max_lifetime",
+            "max_idle",
+            "broken",
+            "expired",
+        }
+        assert "admin-pool" in repr(p)
+
+
+async def test_resize(make_pool: PoolFactory) -> None:
+    async with make_pool(min_size=3, max_size=3) as pool:
+        assert pool.stats().size == 3
+        pool.pool.resize(1)
+        assert (pool.pool.get_min_size(), pool.pool.get_max_size()) == (1, 1)
+        await until(lambda: pool.stats().size == 1)
+        pool.pool.resize(2)
+        async with pool.acquire(), pool.acquire():
+            assert pool.stats().size == 2
+        with pytest.raises(ValueError, match="max_size"):
+            pool.pool.resize(0)
+
+
+async def test_server_settings_are_the_session_defaults(make_pool: PoolFactory) -> None:
+    settings = {"server_settings": {"application_name": "unipool-kw", "search_path": "pg_catalog"}}
+    async with make_pool(max_size=1, connect_kwargs=settings) as pool:
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("show application_name") == "unipool-kw"
+            await conn.execute("set search_path to public")
+        assert await pool.fetchval("show search_path") == "pg_catalog"
+
+
+async def test_set_connect_args(make_pool: PoolFactory) -> None:
+    async with make_pool(min_size=1, max_size=1) as pool:
+        pool.pool.set_connect_args(server_settings={"application_name": "rotated"})
+        await pool.expire_connections()
+        assert await pool.fetchval("show application_name") == "rotated"
+
+
+async def test_multi_host_dsn_skips_a_dead_host(make_pool: PoolFactory, dsn: str) -> None:
+    info = unipool._dsn.parse_dsn(dsn)
+    host, port = info.hosts[0]
+    multi = (
+        f"postgresql://{info.user}@127.0.0.1:1,{host}:{port or 5432}/{info.dbname}"
+        "?target_session_attrs=read-write"
+    )
+    async with make_pool(dsn_=multi, max_size=1) as pool:
+        assert await pool.fetchval("select 1") == 1
+
+
+async def test_bad_options_are_refused(dsn: str, backend: str) -> None:
+    with pytest.raises(TypeError, match="unknown option 'max_sise'"):
+        unipool.connect(dsn, backend=backend, max_sise=3)
+    with pytest.raises(ValueError, match="min_size"):
+        unipool.connect(dsn, backend=backend, min_size=5, max_size=2)
+    with pytest.raises(ValueError, match="acquire_timeout"):
+        unipool.connect(dsn, backend=backend, acquire_timeout=-1)
+    with pytest.raises(ValueError, match="unknown backend 'mysql'"):
+        unipool.connect(dsn, backend="mysql")
