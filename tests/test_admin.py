@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import unipool
@@ -77,3 +79,43 @@ async def test_bad_options_are_refused(dsn: str, backend: str) -> None:
         unipool.connect(dsn, backend=backend, acquire_timeout=-1)
     with pytest.raises(ValueError, match="unknown backend 'mysql'"):
         unipool.connect(dsn, backend="mysql")
+
+
+def _factory(backend: str, mode: str, calls: list[str]) -> Any:
+    """A ``connect`` hook for this backend and mode that records its calls."""
+    if backend == "psycopg" and mode == "sync":
+        import psycopg
+
+        def connect(dsn: str, **kwargs: Any) -> Any:
+            calls.append(dsn)
+            return psycopg.Connection.connect(dsn, **kwargs)
+
+        return connect
+    if backend == "psycopg":
+        import psycopg
+
+        from unipool.backends._psycopg_trio import TrioConnection
+
+        cls = TrioConnection if mode == "trio" else psycopg.AsyncConnection
+
+        async def aconnect(dsn: str, **kwargs: Any) -> Any:
+            calls.append(dsn)
+            return await cls.connect(dsn, **kwargs)
+
+        return aconnect
+    import asyncpg
+
+    async def apg_connect(dsn: str, **kwargs: Any) -> Any:
+        calls.append(dsn)
+        return await asyncpg.connect(dsn, **kwargs)
+
+    return apg_connect
+
+
+async def test_connect_hook(make_pool: PoolFactory, backend: str, mode: str) -> None:
+    if backend not in ("psycopg", "asyncpg"):
+        pytest.skip(f"no connect hook example for {backend} yet")
+    calls: list[str] = []
+    async with make_pool(min_size=2, max_size=2, connect=_factory(backend, mode, calls)) as pool:
+        assert await pool.fetchval("select $1::int", 7) == 7
+    assert len(calls) == 2

@@ -554,6 +554,7 @@ def _connect_params(dsn: str | None, options: PoolOptions, extra: dict[str, Any]
         command_timeout=options.command_timeout,
         kwargs=kwargs,
         secrets=secrets,
+        factory=options.connect,
     )
 
 

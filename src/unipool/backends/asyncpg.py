@@ -216,7 +216,7 @@ async def _connect(params: ConnectParams) -> AsyncpgConn:
         kwargs.setdefault("timeout", params.connect_timeout)
     dsn = parse_dsn(params.dsn).to_uri()
     try:
-        raw = await asyncpg.connect(dsn, **kwargs)
+        raw = await (params.factory or asyncpg.connect)(dsn, **kwargs)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError) as exc:
         raise _connect_error(exc, params) from exc
     try:

@@ -9,7 +9,7 @@ maps driver values and errors to unipool's. Its connections raise only
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -40,6 +40,9 @@ class ConnectParams:
     command_timeout: float | None = None
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     secrets: tuple[str, ...] = ()
+    #: The ``connect`` hook: called as ``factory(dsn, **driver_kwargs)`` instead of the
+    #: driver's own connect function; a coroutine function wherever the driver is async.
+    factory: Callable[..., Any] | None = None
 
 
 class SyncConn(Protocol):

@@ -424,12 +424,14 @@ class PsycopgBackend:
     name = "psycopg"
 
     def connect_sync(self, params: ConnectParams) -> SyncPsycopgConn:
+        connect = params.factory or psycopg.Connection.connect
         try:
-            raw = psycopg.Connection.connect(
-                params.dsn or "", cursor_factory=psycopg.RawCursor, **_connect_kwargs(params)
-            )
+            raw = connect(params.dsn or "", **_connect_kwargs(params))
+            if not raw.autocommit:
+                raw.autocommit = True
         except psycopg.Error as exc:
-            raise _connect_error(exc, params) from None
+            raise _connect_error(exc, params) from exc
+        raw.cursor_factory = psycopg.RawCursor
         _configure(raw)
         return SyncPsycopgConn(raw)
 
@@ -440,12 +442,14 @@ class PsycopgBackend:
             cls: type[psycopg.AsyncConnection[Any]] = TrioConnection
         else:
             cls = AsyncioConnection
+        connect = params.factory or cls.connect
         try:
-            raw = await cls.connect(
-                params.dsn or "", cursor_factory=psycopg.AsyncRawCursor, **_connect_kwargs(params)
-            )
+            raw = await connect(params.dsn or "", **_connect_kwargs(params))
+            if not raw.autocommit:
+                await raw.set_autocommit(True)
         except psycopg.Error as exc:
-            raise _connect_error(exc, params) from None
+            raise _connect_error(exc, params) from exc
+        raw.cursor_factory = psycopg.AsyncRawCursor
         _configure(raw)
         return AsyncPsycopgConn(raw)
 
