@@ -7,6 +7,7 @@ table of which backend differs from the expected result.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 
 import unipool
 from tests._modes import in_thread, open_pool
-from tests.conftest import BACKENDS, installed
+from tests.conftest import BACKENDS, Admin, installed
 
 UTC = dt.timezone.utc
 
@@ -143,3 +144,25 @@ async def test_connect_errors_conform(mode: str, dsn: str) -> None:
             pool.terminate()
     if differ:
         pytest.fail("backends differ on connect errors:\n" + _table(differ))
+
+
+async def test_admin_shutdown_conforms(mode: str, dsn: str, admin: Admin) -> None:
+    """A backend killed mid-query: ConnectionLost with SQLSTATE 57P01 everywhere."""
+    differ: list[tuple[str, str, str]] = []
+    for backend in installed(BACKENDS):
+        async with open_pool(mode, dsn, backend, max_size=1) as pool, pool.acquire() as conn:
+            pid = await conn.fetchval("select pg_backend_pid()")
+            timer = threading.Timer(0.3, admin.kill, (pid,))
+            timer.start()
+            try:
+                await conn.fetchval("select 1 from pg_sleep(3)")
+            except unipool.Error as exc:
+                if type(exc) is not unipool.ConnectionLost or exc.sqlstate != "57P01":
+                    got = f"{type(exc).__name__} {getattr(exc, 'sqlstate', None)}"
+                    differ.append((backend, "killed mid-query", got))
+            else:
+                differ.append((backend, "killed mid-query", "raised nothing"))
+            finally:
+                timer.join()
+    if differ:
+        pytest.fail("backends differ on a lost connection:\n" + _table(differ))

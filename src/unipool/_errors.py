@@ -439,3 +439,20 @@ for _obj in list(globals().values()):
     if isinstance(_obj, type) and issubclass(_obj, Error):
         _obj.__module__ = "unipool"
 del _obj
+
+
+#: Why the server closed a session, as it says it in its FATAL message.
+_LOST_REASONS = (
+    ("administrator command", "57P01"),
+    ("crash of another server process", "57P02"),
+    ("idle-session timeout", "57P05"),
+    ("idle-in-transaction timeout", "25P03"),
+)
+
+
+def lost_sqlstate(message: str, default: str | None = None) -> str | None:
+    """The SQLSTATE of a server-closed session, read from its message, else ``default``."""
+    for text, sqlstate in _LOST_REASONS:
+        if text in message:
+            return sqlstate
+    return default

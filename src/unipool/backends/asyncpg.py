@@ -25,6 +25,7 @@ from .._errors import (
     DataError,
     Error,
     InterfaceError,
+    lost_sqlstate,
     make_database_error,
 )
 from .._record import Record, column_index
@@ -40,14 +41,15 @@ def _map_error(exc: BaseException, conn: asyncpg.Connection) -> Error:
     if isinstance(exc, asyncpg.PostgresError):
         sqlstate = exc.sqlstate
         if sqlstate and (sqlstate[:2] == "08" or sqlstate in _LOST_SQLSTATES):
-            return ConnectionLost(str(exc), sqlstate=sqlstate)
+            return ConnectionLost(str(exc), sqlstate=lost_sqlstate(str(exc), sqlstate))
         return make_database_error(
             sqlstate, exc.message or str(exc), detail=exc.detail, hint=exc.hint
         )
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return CommandTimeout("the statement exceeded command_timeout and was cancelled")
     if conn.is_closed() or isinstance(exc, OSError):
-        return ConnectionLost(str(exc) or type(exc).__name__)
+        message = str(exc) or type(exc).__name__
+        return ConnectionLost(message, sqlstate=lost_sqlstate(message, "08006"))
     if isinstance(exc, asyncpg.DataError):
         return DataError(str(exc))
     return InterfaceError(str(exc))

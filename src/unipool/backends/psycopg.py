@@ -31,6 +31,7 @@ from .._errors import (
     InterfaceError,
     NotSupportedError,
     ProgrammingError,
+    lost_sqlstate,
     make_database_error,
 )
 from .._record import Record, column_index
@@ -125,7 +126,7 @@ def _map_error(exc: psycopg.Error, conn: psycopg.BaseConnection[Any]) -> Error:
         or conn.broken
         or conn.closed
     ):
-        return ConnectionLost(message, sqlstate=sqlstate)
+        return ConnectionLost(message, sqlstate=lost_sqlstate(message, sqlstate or "08006"))
     if sqlstate is not None:
         diag = exc.diag
         primary = diag.message_primary or message
