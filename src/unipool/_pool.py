@@ -8,7 +8,9 @@ use opens it lazily in the mode of that use.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import weakref
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, Literal
@@ -29,6 +31,7 @@ from ._stats import PoolStats
 from .backends.base import Backend, ConnectParams
 
 Mode = Literal["sync", "asyncio", "trio"]
+_open_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 _get_running_loop = asyncio._get_running_loop
 _CLOSE_TIMEOUT = 5.0
 
@@ -176,6 +179,7 @@ class Pool:
             )
         face = BlockingFace(self._new_core(), self._backend, self._params, self._options)
         self._face, self._mode = face, "sync"
+        _open_pools.add(self)
         try:
             face.open(wait, self._options.acquire_timeout if timeout is None else timeout)
         except BaseException:
@@ -237,6 +241,7 @@ class Pool:
         clock = loop.time if mode == "asyncio" else _trio_clock()  # type: ignore[attr-defined]
         face = AsyncFace(self._new_core(), self._backend, self._params, self._options, mode, clock)
         self._face, self._mode, self._loop = face, mode, loop
+        _open_pools.add(self)
         try:
             await face.open(
                 wait, self._options.acquire_timeout if timeout is None else timeout, task_group
@@ -534,6 +539,33 @@ class Pool:
         """Replace every connection: idle ones now, borrowed ones when they come back."""
         face = await self._aface()
         await face._close_slots(face._apply(face.core.expire))
+
+
+def _forget_inherited_connections() -> None:
+    """In a child process: never touch the parent's connections; reopen lazily.
+
+    Each inherited socket is pointed at /dev/null in this process, so that
+    whatever a driver sends when its connection object goes away (psycopg
+    says goodbye to the server) cannot end the parent's session.
+    """
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        for pool in list(_open_pools):
+            core = pool._core
+            for slot in core.iter_slots() if core is not None else ():
+                fileno = getattr(slot.conn, "fileno", None)
+                fd = fileno() if fileno is not None else None
+                if fd is not None:
+                    os.dup2(devnull, fd)
+            pool._face = pool._core = pool._mode = pool._loop = None
+            pool._task_group_cm = None
+    finally:
+        os.close(devnull)
+    _open_pools.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_inherited_connections)
 
 
 def _connect_params(dsn: str | None, options: PoolOptions, extra: dict[str, Any]) -> ConnectParams:

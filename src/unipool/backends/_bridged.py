@@ -72,6 +72,10 @@ class SyncBridge:
     def terminate(self) -> None:
         self._kill()
 
+    def fileno(self) -> int | None:
+        fileno = getattr(self.inner, "fileno", None)
+        return None if fileno is None else fileno()
+
 
 class AsyncBridge:
     """An async connection for one event loop over one that lives elsewhere."""
@@ -125,3 +129,7 @@ class AsyncBridge:
 
     def terminate(self) -> None:
         self._kill()
+
+    def fileno(self) -> int | None:
+        fileno = getattr(self.inner, "fileno", None)
+        return None if fileno is None else fileno()

@@ -182,6 +182,11 @@ class AsyncpgConn:
     def terminate(self) -> None:
         self.raw.terminate()
 
+    def fileno(self) -> int | None:
+        transport = getattr(self.raw, "_transport", None)
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        return None if sock is None else int(sock.fileno())
+
 
 def _connect_error(exc: BaseException, params: ConnectParams) -> ConnectError:
     message = scrub(str(exc) or type(exc).__name__, params.secrets)

@@ -188,6 +188,13 @@ def _reset_statement(status: int, dirty: bool) -> str | None:
     return None
 
 
+def _fileno(raw: psycopg.BaseConnection[Any]) -> int | None:
+    try:
+        return raw.pgconn.socket
+    except psycopg.OperationalError:
+        return None
+
+
 class _Liveness:
     """A no-I/O liveness probe: an idle connection's socket should have nothing to read."""
 
@@ -308,6 +315,9 @@ class SyncPsycopgConn:
     def terminate(self) -> None:
         self.raw.close()
 
+    def fileno(self) -> int | None:
+        return _fileno(self.raw)
+
 
 class AsyncPsycopgConn:
     """An async psycopg connection (asyncio or trio) behind the uniform interface."""
@@ -417,6 +427,9 @@ class AsyncPsycopgConn:
 
     def terminate(self) -> None:
         self.raw.pgconn.finish()
+
+    def fileno(self) -> int | None:
+        return _fileno(self.raw)
 
 
 class PsycopgBackend:
