@@ -119,3 +119,12 @@ async def test_connect_hook(make_pool: PoolFactory, backend: str, mode: str) -> 
     async with make_pool(min_size=2, max_size=2, connect=_factory(backend, mode, calls)) as pool:
         assert await pool.fetchval("select $1::int", 7) == 7
     assert len(calls) == 2
+
+
+async def test_load_balance_hosts(make_pool: PoolFactory, dsn: str) -> None:
+    info = unipool._dsn.parse_dsn(dsn)
+    host, port = info.hosts[0]
+    both = f"{host}:{port or 5432},{host}:{port or 5432}"
+    balanced = f"postgresql://{info.user}@{both}/{info.dbname}?load_balance_hosts=random"
+    async with make_pool(dsn_=balanced, min_size=2, max_size=2) as pool:
+        assert await pool.fetchval("select 1") == 1

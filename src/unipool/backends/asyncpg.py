@@ -10,7 +10,9 @@ broken.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import random
 import select
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -196,6 +198,21 @@ def _connect_error(exc: BaseException, params: ConnectParams) -> ConnectError:
     return ConnectError(message, sqlstate=sqlstate)
 
 
+def _asyncpg_dsn(dsn: str | None) -> str:
+    """A URI asyncpg understands: ``load_balance_hosts=random`` is done here (asyncpg lacks it)."""
+    info = parse_dsn(dsn)
+    balance = info.params.get("load_balance_hosts")
+    if balance is None:
+        return info.to_uri()
+    if balance not in ("disable", "random"):
+        raise ConnectError(f"load_balance_hosts must be 'disable' or 'random', not {balance!r}")
+    hosts = list(info.hosts)
+    if balance == "random":
+        random.shuffle(hosts)
+    rest = {k: v for k, v in info.params.items() if k != "load_balance_hosts"}
+    return dataclasses.replace(info, hosts=tuple(hosts), params=rest).to_uri()
+
+
 def _jsonb_encode(value: Any) -> bytes:
     return b"\x01" + json.dumps(value).encode()
 
@@ -221,7 +238,7 @@ async def _connect(params: ConnectParams) -> AsyncpgConn:
         kwargs.setdefault("command_timeout", params.command_timeout)
     if params.connect_timeout is not None:
         kwargs.setdefault("timeout", params.connect_timeout)
-    dsn = parse_dsn(params.dsn).to_uri()
+    dsn = _asyncpg_dsn(params.dsn)
     try:
         raw = await (params.factory or asyncpg.connect)(dsn, **kwargs)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError) as exc:
