@@ -21,7 +21,7 @@ import pytest
 from tests._modes import MODES, ModePool, open_pool
 from unipool._tempserver import TempServer
 
-BACKENDS = ("psycopg", "asyncpg")
+BACKENDS = ("psycopg", "asyncpg", "psqlpy")
 _DRIVERS = {"psycopg": "psycopg", "asyncpg": "asyncpg", "psqlpy": "psqlpy"}
 _LOCAL = "postgresql://postgres@127.0.0.1:5432/test"
 

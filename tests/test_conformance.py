@@ -73,6 +73,15 @@ ERRORS: list[tuple[str, type[unipool.Error], str]] = [
 ]  # fmt: skip
 
 
+#: Cells a backend cannot meet, and why (docs/types.md lists them): they are skipped.
+GAPS: dict[tuple[str, str], str] = {
+    ("psqlpy", sql): "psqlpy reports no SQLSTATE and the message is the user's own: "
+    "a custom errcode cannot be told (DatabaseError, sqlstate None)"
+    for sql, _, _ in ERRORS
+    if "using errcode" in sql
+}
+
+
 def _same(got: Any, want: Any) -> bool:
     if isinstance(want, uuid.UUID):  # asyncpg's UUID is a subclass
         return isinstance(got, uuid.UUID) and got == want
@@ -105,6 +114,8 @@ async def test_errors_conform(mode: str, dsn: str) -> None:
     for backend in installed(BACKENDS):
         async with open_pool(mode, dsn, backend, max_size=1) as pool:
             for sql, want, sqlstate in ERRORS:
+                if (backend, sql) in GAPS:
+                    continue
                 try:
                     await pool.execute(sql)
                 except unipool.Error as exc:

@@ -25,4 +25,4 @@ def connect(dsn: str | None = None, *, backend: str | Any = "psycopg", **options
         raise TypeError(f"dsn must be a str or None, not {type(dsn).__name__}")
     resolved = backends.load(backend)
     parse_dsn(dsn)  # raises ValueError, without the password, if malformed
-    return Pool(dsn, resolved, build_options(**options))
+    return Pool(dsn, resolved, build_options(**options), frozenset(options))

@@ -39,10 +39,18 @@ _CLOSE_TIMEOUT = 5.0
 class Pool:
     """A PostgreSQL connection pool; see :func:`unipool.connect`."""
 
-    def __init__(self, dsn: str | None, backend: Backend, options: PoolOptions) -> None:
+    def __init__(
+        self,
+        dsn: str | None,
+        backend: Backend,
+        options: PoolOptions,
+        given: frozenset[str] | None = None,
+    ) -> None:
         self._dsn = dsn
         self._backend = backend
         self._options = options
+        #: the option names the user passed; None: all (no backend defaults apply)
+        self._given = given
         self._params = _connect_params(dsn, options, {})
         self._mode: Mode | None = None
         self._loop: object = None
@@ -88,11 +96,19 @@ class Pool:
             max_queries=o.max_queries,
             max_lifetime=o.max_lifetime,
             max_idle=o.max_idle,
-            check_after=o.check,
+            check_after=self._check_after(),
             reconnect_timeout=o.reconnect_timeout,
         )
         self._core = PoolCore(config, random.Random())
         return self._core
+
+    def _check_after(self) -> float | None:
+        """``check``, or the backend's ``check_default`` if the user did not pass one."""
+        check = self._options.check
+        if self._given is None or "check" in self._given:
+            return check
+        default: float | None = getattr(self._backend, "check_default", check)
+        return default
 
     def _sync(self) -> BlockingFace:
         face = self._face

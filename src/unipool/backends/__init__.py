@@ -12,6 +12,7 @@ from .base import Backend
 KNOWN: dict[str, tuple[str, str]] = {
     "psycopg": ("unipool.backends.psycopg", "psycopg"),
     "asyncpg": ("unipool.backends.asyncpg", "asyncpg"),
+    "psqlpy": ("unipool.backends.psqlpy", "psqlpy"),
 }
 
 
