@@ -42,6 +42,7 @@ VALUES: list[tuple[str, tuple[Any, ...], Any]] = [
     ("select array['a', null]::text[]", (), ["a", None]),
     ("select 'ab'::char(3)", (), "ab "),
     ("select null::int", (), None),
+    ("select pg_sleep(0)", (), None),
     ("select $1::jsonb", ({"a": [1, 2]},), {"a": [1, 2]}),
     ("select $1::json", ({"a": 1},), {"a": 1}),
     ("select $1::uuid", (uuid.UUID(int=5),), uuid.UUID(int=5)),

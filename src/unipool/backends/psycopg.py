@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import psycopg
 from psycopg import pq, waiting
+from psycopg.adapt import Loader
 from psycopg.types.datetime import TimestamptzBinaryLoader, TimestamptzLoader
 from psycopg.types.json import Jsonb, JsonbDumper
 
@@ -117,6 +118,16 @@ class _UtcTimestamptzBinaryLoader(TimestamptzBinaryLoader):
         return super().load(data).astimezone(timezone.utc)
 
 
+_VOID_OID = 2278  # not in psycopg's type registry
+
+
+class _VoidLoader(Loader):
+    """``void`` (``select pg_sleep(1)``) as None, like the other backends (psycopg gives '')."""
+
+    def load(self, data: Any) -> None:
+        return None
+
+
 def _map_error(exc: psycopg.Error, conn: psycopg.BaseConnection[Any]) -> Error:
     """The unipool exception for a psycopg error raised while using ``conn``."""
     sqlstate = exc.sqlstate
@@ -177,6 +188,7 @@ def _configure(raw: psycopg.BaseConnection[Any]) -> None:
     adapters.register_dumper(dict, _JsonbDictDumper)
     adapters.register_loader("timestamptz", _UtcTimestamptzLoader)
     adapters.register_loader("timestamptz", _UtcTimestamptzBinaryLoader)
+    adapters.register_loader(_VOID_OID, _VoidLoader)
 
 
 def _reset_statement(status: int, dirty: bool) -> str | None:
