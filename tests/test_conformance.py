@@ -158,6 +158,38 @@ async def test_connect_errors_conform(mode: str, dsn: str) -> None:
         pytest.fail("backends differ on connect errors:\n" + _table(differ))
 
 
+#: Errors the server raises itself, after a setup, on one connection: (sql, class, sqlstate).
+REAL_ERRORS: list[tuple[str, type[unipool.Error], str]] = [
+    ("insert into uq values (1)", unipool.UniqueViolation, "23505"),
+    ("insert into uq values (null)", unipool.NotNullViolation, "23502"),
+    ("select 1 from pg_sleep(1)", unipool.QueryCanceled, "57014"),
+]
+REAL_SETUP = (
+    "create temp table uq (x int primary key)",
+    "insert into uq values (1)",
+    "set statement_timeout = '50ms'",
+)
+
+
+async def test_real_errors_conform(mode: str, dsn: str) -> None:
+    differ: list[tuple[str, str, str]] = []
+    for backend in installed(BACKENDS):
+        async with open_pool(mode, dsn, backend, max_size=1) as pool, pool.acquire() as conn:
+            for sql in REAL_SETUP:
+                await conn.execute(sql)
+            for sql, want, sqlstate in REAL_ERRORS:
+                try:
+                    await conn.execute(sql)
+                except unipool.Error as exc:
+                    if type(exc) is not want or getattr(exc, "sqlstate", None) != sqlstate:
+                        got = f"{type(exc).__name__} {getattr(exc, 'sqlstate', None)}"
+                        differ.append((backend, sql, got))
+                else:
+                    differ.append((backend, sql, "raised nothing"))
+    if differ:
+        pytest.fail("backends differ from the error table:\n" + _table(differ))
+
+
 async def test_admin_shutdown_conforms(mode: str, dsn: str, admin: Admin) -> None:
     """A backend killed mid-query: ConnectionLost with SQLSTATE 57P01 everywhere."""
     differ: list[tuple[str, str, str]] = []

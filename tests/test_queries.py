@@ -125,3 +125,12 @@ async def test_copy(make_pool: PoolFactory, tmp_path: Path) -> None:
         assert await conn.fetchval("select doc from c where id = 1") == {"k": 1}
         with pytest.raises(TypeError, match="unknown COPY option"):
             await conn.copy_from_table("c", output=str(out), colour="red")
+
+
+async def test_command_timeout(make_pool: PoolFactory) -> None:
+    async with make_pool(max_size=1, command_timeout=0.2) as pool:
+        with pytest.raises(unipool.CommandTimeout) as info:
+            await pool.fetchval("select 1 from pg_sleep(2)")
+        assert isinstance(info.value, TimeoutError)
+        assert isinstance(info.value, unipool.QueryCanceled)
+        assert await pool.fetchval("select 1") == 1

@@ -284,8 +284,10 @@ def test_error_messages_are_parsed() -> None:
     assert (error.sqlstate, error.detail, error.hint) == ("23505", "Key (id)=(1) already exists.",
                                                           "a hint")  # fmt: skip
     timeout = "db error: ERROR: canceling statement due to statement timeout"
-    error, _ = adapter._map_error(pe.DatabaseError(timeout))
+    error, _ = adapter._map_error(pe.DatabaseError(timeout), timed=True)
     assert isinstance(error, unipool.CommandTimeout)
+    error, _ = adapter._map_error(pe.DatabaseError(timeout))
+    assert type(error) is unipool.QueryCanceled
     lost = "db error: FATAL: terminating connection due to administrator command"
     error, broken = adapter._map_error(pe.DatabaseError(lost))
     assert isinstance(error, unipool.ConnectionLost) and error.sqlstate == "57P01" and broken

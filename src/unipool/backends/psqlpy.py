@@ -151,8 +151,11 @@ def _sqlstate(message: str) -> str | None:
     return None
 
 
-def _map_error(exc: BaseException) -> tuple[Error, bool]:
-    """The unipool exception for a psqlpy error, and whether the connection broke."""
+def _map_error(exc: BaseException, timed: bool = False) -> tuple[Error, bool]:
+    """The unipool exception for a psqlpy error, and whether the connection broke.
+
+    ``timed``: the pool set ``command_timeout`` (a statement timeout is then a CommandTimeout).
+    """
     text = str(exc)
     report = _REPORT.search(text)
     if (
@@ -165,7 +168,7 @@ def _map_error(exc: BaseException) -> tuple[Error, bool]:
     if report is not None:
         message = report["message"]
         code = _sqlstate(message)
-        if code == "57014" and "statement timeout" in message:
+        if code == "57014" and timed and "statement timeout" in message:
             return CommandTimeout(message, sqlstate=code), False
         return make_database_error(code, message, report["detail"], report["hint"]), False
     if isinstance(exc, pe.PyToRustValueMappingError):
@@ -592,7 +595,7 @@ class PsqlpyConn:
         try:
             result = await call()
         except pe.Error as exc:
-            error, broken = _map_error(exc)
+            error, broken = _map_error(exc, self._params.command_timeout is not None)
             self._failed(sql, broken)
             raise error from exc
         except Exception:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import select
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timezone
 from typing import TYPE_CHECKING, Any
@@ -128,6 +129,11 @@ class _VoidLoader(Loader):
         return None
 
 
+#: Connections whose pool set ``command_timeout`` (enforced as ``statement_timeout``):
+#: a statement timeout there is a CommandTimeout; elsewhere a plain QueryCanceled.
+_TIMED: weakref.WeakSet[psycopg.BaseConnection[Any]] = weakref.WeakSet()
+
+
 def _map_error(exc: psycopg.Error, conn: psycopg.BaseConnection[Any]) -> Error:
     """The unipool exception for a psycopg error raised while using ``conn``."""
     sqlstate = exc.sqlstate
@@ -141,7 +147,7 @@ def _map_error(exc: psycopg.Error, conn: psycopg.BaseConnection[Any]) -> Error:
     if sqlstate is not None:
         diag = exc.diag
         primary = diag.message_primary or message
-        if sqlstate == "57014" and "statement timeout" in primary:
+        if sqlstate == "57014" and "statement timeout" in primary and conn in _TIMED:
             return CommandTimeout(primary, sqlstate=sqlstate)
         return make_database_error(
             sqlstate, primary, detail=diag.message_detail, hint=diag.message_hint
@@ -183,7 +189,9 @@ def _records(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any], rows: list[Any
     return [Record(row, names) for row in rows]
 
 
-def _configure(raw: psycopg.BaseConnection[Any]) -> None:
+def _configure(raw: psycopg.BaseConnection[Any], params: ConnectParams) -> None:
+    if params.command_timeout is not None:
+        _TIMED.add(raw)
     adapters = raw.adapters
     adapters.register_dumper(dict, _JsonbDictDumper)
     adapters.register_loader("timestamptz", _UtcTimestamptzLoader)
@@ -458,7 +466,7 @@ class PsycopgBackend:
         except psycopg.Error as exc:
             raise _connect_error(exc, params) from exc
         raw.cursor_factory = psycopg.RawCursor
-        _configure(raw)
+        _configure(raw, params)
         return SyncPsycopgConn(raw)
 
     async def connect_async(self, params: ConnectParams, runtime: Runtime) -> AsyncPsycopgConn:
@@ -476,7 +484,7 @@ class PsycopgBackend:
         except psycopg.Error as exc:
             raise _connect_error(exc, params) from exc
         raw.cursor_factory = psycopg.AsyncRawCursor
-        _configure(raw)
+        _configure(raw, params)
         return AsyncPsycopgConn(raw)
 
 
