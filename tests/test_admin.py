@@ -103,6 +103,14 @@ def _factory(backend: str, mode: str, calls: list[str]) -> Any:
             return await cls.connect(dsn, **kwargs)
 
         return aconnect
+    if backend == "psqlpy":
+        import psqlpy
+
+        async def psqlpy_connect(dsn: str, **kwargs: Any) -> Any:
+            calls.append(dsn)
+            return await psqlpy.connect(dsn=dsn, **kwargs)
+
+        return psqlpy_connect
     import asyncpg
 
     async def apg_connect(dsn: str, **kwargs: Any) -> Any:
@@ -113,8 +121,6 @@ def _factory(backend: str, mode: str, calls: list[str]) -> Any:
 
 
 async def test_connect_hook(make_pool: PoolFactory, backend: str, mode: str) -> None:
-    if backend not in ("psycopg", "asyncpg"):
-        pytest.skip(f"no connect hook example for {backend} yet")
     calls: list[str] = []
     async with make_pool(min_size=2, max_size=2, connect=_factory(backend, mode, calls)) as pool:
         assert await pool.fetchval("select $1::int", 7) == 7

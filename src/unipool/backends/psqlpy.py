@@ -1038,7 +1038,10 @@ async def _connect(params: ConnectParams) -> PsqlpyConn:
     if params.connect_timeout is not None:
         kwargs.setdefault("connect_timeout_sec", max(1, int(params.connect_timeout)))
     try:
-        raw = await psqlpy.connect(dsn=_dsn(params), **kwargs)
+        if params.factory is not None:
+            raw = await params.factory(_dsn(params), **kwargs)
+        else:
+            raw = await psqlpy.connect(dsn=_dsn(params), **kwargs)
     except pe.Error as exc:
         raise _connect_error(exc, params) from exc
     try:
