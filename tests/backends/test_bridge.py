@@ -537,3 +537,21 @@ def test_asyncpg_trio_cancellation_cancels_on_server(pg: tuple[LoopThread, Any])
     assert time.monotonic() - t0 < 2
     assert _wait_idle(loop_thread, pid) == "idle"
     assert trio_run(loop_thread.acall, conn.fetchval, "select 1") == 1
+
+
+def test_trio_context_does_not_leak_onto_the_loop() -> None:
+    """A job started from trio runs in a fresh context: anyio and sniffio see asyncio."""
+    import sniffio
+
+    lt = LoopThread(name="unipool-test-context")
+
+    async def library() -> str:
+        return sniffio.current_async_library()
+
+    async def main() -> str:
+        return await lt.acall(library)
+
+    try:
+        assert trio.run(main) == "asyncio"
+    finally:
+        lt.stop()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import logging
 import os
 import threading
@@ -241,7 +242,8 @@ class LoopThread:
             raise RuntimeError(_IN_LOOP)
         with self._guard:
             job.loop = loop = self._loop or self._start()
-            loop.call_soon_threadsafe(job.start)
+            # A fresh context: the caller's (a trio task's, say) must not leak onto the loop.
+            loop.call_soon_threadsafe(job.start, context=contextvars.Context())
 
     def _start(self) -> asyncio.AbstractEventLoop:
         """Start the loop thread; called with the guard held."""

@@ -47,7 +47,6 @@ from typing import Any
 
 import anyio
 import psqlpy
-import sniffio
 from psqlpy import exceptions as pe
 
 from .._dsn import parse_dsn, scrub
@@ -1072,25 +1071,16 @@ def _pump_works() -> bool:
     return pump_works()
 
 
-async def _on_loop(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-    """``fn(*args)`` on the shared loop thread, seen by anyio as asyncio.
-
-    The loop's task inherits its caller's context, where sniffio may say "trio".
-    """
-    sniffio.current_async_library_cvar.set(None)
-    return await fn(*args)
-
-
 def _loop_call(fn: Callable[..., Awaitable[Any]], *args: Any, timeout: float | None = None) -> Any:
     from ._bridge import shared_loop
 
-    return shared_loop().call(_on_loop, fn, *args, timeout=timeout)
+    return shared_loop().call(fn, *args, timeout=timeout)
 
 
 async def _loop_acall(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
     from ._bridge import shared_loop
 
-    return await shared_loop().acall(_on_loop, fn, *args)
+    return await shared_loop().acall(fn, *args)
 
 
 def _sync_runner(conn: PsqlpyConn) -> Callable[..., Any]:
