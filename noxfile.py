@@ -1,4 +1,4 @@
-"""Developer tasks: ``nox -s tests``, ``nox -s lint``, ``nox -s mypy``."""
+"""Developer tasks: ``nox -s tests``, ``nox -s lint``, ``nox -s mypy``, ``nox -s bench``."""
 
 from __future__ import annotations
 
@@ -34,3 +34,10 @@ def mypy(session: nox.Session) -> None:
     """mypy --strict over the package and the tests."""
     install(session, "lint")
     session.run("mypy")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The quick side-by-side benchmark (``python -m unipool bench --quick``)."""
+    install(session, "test")
+    session.run("python", "-m", "unipool", "bench", "--quick", *session.posargs)

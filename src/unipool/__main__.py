@@ -1,4 +1,4 @@
-"""The unipool command: ``python -m unipool demo``."""
+"""The unipool command: ``python -m unipool demo`` or ``python -m unipool bench``."""
 
 from __future__ import annotations
 
@@ -22,8 +22,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.add_argument("--seconds", type=float, default=1.0, help="run time of each case")
     demo.add_argument("--workers", type=int, default=20, help="concurrent threads or tasks")
+    bench = commands.add_parser(
+        "bench", help="unipool next to the drivers' own pools and dedicated connections"
+    )
+    bench.add_argument(
+        "--dsn",
+        default=os.environ.get("UNIPOOL_DSN"),
+        help="server to use (default: $UNIPOOL_DSN, else a throwaway server)",
+    )
+    bench.add_argument("--quick", action="store_true", help="0.5 s per cell, 3 rounds")
+    bench.add_argument("--json", metavar="PATH", help="save the raw results here")
+    bench.add_argument(
+        "--only", action="append", metavar="TEXT", help="only systems whose name contains TEXT"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "bench":
+        from ._bench import bench as run_bench
+
+        return run_bench(args.dsn, args.quick, args.json, args.only)
     from ._demo import demo as run_demo
 
     return run_demo(args.dsn, args.seconds, args.workers)
