@@ -10,10 +10,6 @@ import pytest
 
 from unipool._bench import bench, run_bench
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("psycopg_pool") is None, reason="psycopg_pool is not installed"
-)
-
 ONLY = ["psycopg_pool.ConnectionPool", "limit psycopg", "unipool psycopg"]
 
 
