@@ -1186,3 +1186,16 @@ def test_backoff_policy() -> None:
     b.succeeded()
     assert b.failing_since is None
     assert (b.delay, b.retry_at, b.failures) == (BACKOFF_INITIAL, -math.inf, 0)
+
+
+def test_filled_counts_open_connections_against_min_size() -> None:
+    core = PoolCore(CoreConfig(min_size=2, max_size=3), random.Random(0))
+    core.open(0.0)
+    opens = [a.slot for a in core.take_actions() if isinstance(a, Open)]
+    assert len(opens) == 2 and not core.filled()
+    core.connected(opens[0], 0.0)
+    assert not core.filled()
+    core.connected(opens[1], 0.0)
+    assert core.filled()
+    slot = core.acquire(0.0)
+    assert isinstance(slot, Slot) and core.filled()

@@ -220,6 +220,10 @@ class PoolCore:
         """Slots lent out: granted, being checked or in use."""
         return sum(1 for s in self.slots.values() if s.state in (GRANTED, CHECKING, IN_USE))
 
+    def filled(self) -> bool:
+        """Whether ``min_size`` connections are open (idle or lent out)."""
+        return self.idle + self.in_use >= self.config.min_size
+
     def first_waiter(self) -> Waiter | None:
         """The oldest live waiter, if any."""
         return self._waiters[0] if self._waiters else None

@@ -69,7 +69,7 @@ class AsyncFace:
     async def _wait_min_size(self, timeout: float) -> None:
         core = self.core
         with anyio.move_on_after(timeout):
-            while core.idle + core.in_use < core.config.min_size:
+            while not core.filled():
                 error = core.last_connect_error
                 if error is not None and is_fatal(error):
                     raise error

@@ -57,7 +57,7 @@ class BlockingFace:
     def _wait_min_size(self, timeout: float) -> None:
         deadline = _monotonic() + timeout
         core = self.core
-        while core.idle + core.in_use < core.config.min_size:
+        while not core.filled():
             error = core.last_connect_error
             if error is not None and is_fatal(error):
                 raise error
