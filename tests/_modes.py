@@ -31,7 +31,48 @@ async def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs))
 
 
-class ModeConn:
+class _Queries:
+    """The query methods, each one ``self._call(name, ...)``: shared by connections and pools."""
+
+    async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        return await self._call("execute", sql, *args)  # type: ignore[no-any-return]
+
+    async def executemany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> None:
+        await self._call("executemany", sql, args_seq)
+
+    async def fetch(self, sql: str, *args: Any) -> list[unipool.Record]:
+        return await self._call("fetch", sql, *args)  # type: ignore[no-any-return]
+
+    async def fetchrow(self, sql: str, *args: Any) -> unipool.Record | None:
+        return await self._call("fetchrow", sql, *args)  # type: ignore[no-any-return]
+
+    async def fetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
+        return await self._call("fetchval", sql, *args, column=column)
+
+    async def fetchmany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> Any:
+        return await self._call("fetchmany", sql, args_seq)
+
+
+@asynccontextmanager
+async def _entered(cm: Any, sync: bool) -> AsyncIterator[Any]:
+    """``cm`` entered in this mode: blocking ``with`` in a worker thread, or ``async with``."""
+    if not sync:
+        async with cm as value:
+            yield value
+        return
+    value = await in_thread(cm.__enter__)
+    try:
+        yield value
+    except BaseException as exc:
+        await in_thread(cm.__exit__, type(exc), exc, exc.__traceback__)
+        raise
+    await in_thread(cm.__exit__, None, None, None)
+
+
+class ModeConn(_Queries):
     """A borrowed connection with an awaitable API in every mode."""
 
     def __init__(self, conn: unipool.Connection | unipool.AsyncConnection, sync: bool) -> None:
@@ -44,24 +85,6 @@ class ModeConn:
             return await in_thread(method, *args, **kwargs)
         return await method(*args, **kwargs)
 
-    async def execute(self, sql: str, *args: Any) -> str:
-        return await self._call("execute", sql, *args)  # type: ignore[no-any-return]
-
-    async def executemany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> None:
-        await self._call("executemany", sql, args_seq)
-
-    async def fetch(self, sql: str, *args: Any) -> list[unipool.Record]:
-        return await self._call("fetch", sql, *args)  # type: ignore[no-any-return]
-
-    async def fetchrow(self, sql: str, *args: Any) -> unipool.Record | None:
-        return await self._call("fetchrow", sql, *args)  # type: ignore[no-any-return]
-
-    async def fetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
-        return await self._call("fetchval", sql, *args, column=column)
-
-    async def fetchmany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> Any:
-        return await self._call("fetchmany", sql, args_seq)
-
     async def copy_records_to_table(self, table: str, **kwargs: Any) -> str:
         return await self._call("copy_records_to_table", table, **kwargs)  # type: ignore[no-any-return]
 
@@ -73,25 +96,15 @@ class ModeConn:
 
     @asynccontextmanager
     async def transaction(self, **kwargs: Any) -> AsyncIterator[ModeConn]:
-        tx = self.conn.transaction(**kwargs)
-        if self.sync:
-            await in_thread(tx.__enter__)  # type: ignore[union-attr]
-            try:
-                yield self
-            except BaseException as exc:
-                await in_thread(tx.__exit__, type(exc), exc, exc.__traceback__)  # type: ignore[union-attr]
-                raise
-            await in_thread(tx.__exit__, None, None, None)  # type: ignore[union-attr]
-        else:
-            async with tx:  # type: ignore[union-attr]
-                yield self
+        async with _entered(self.conn.transaction(**kwargs), self.sync):
+            yield self
 
     @property
     def raw(self) -> Any:
         return self.conn.raw
 
 
-class ModePool:
+class ModePool(_Queries):
     """A pool seen through one mode; ``pool`` is the real :class:`unipool.Pool`."""
 
     def __init__(self, pool: unipool.Pool, mode: str) -> None:
@@ -104,24 +117,6 @@ class ModePool:
             return await in_thread(getattr(self.pool, name), *args, **kwargs)
         return await getattr(self.pool, "a" + name)(*args, **kwargs)
 
-    async def execute(self, sql: str, *args: Any) -> str:
-        return await self._call("execute", sql, *args)  # type: ignore[no-any-return]
-
-    async def executemany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> None:
-        await self._call("executemany", sql, args_seq)
-
-    async def fetch(self, sql: str, *args: Any) -> list[unipool.Record]:
-        return await self._call("fetch", sql, *args)  # type: ignore[no-any-return]
-
-    async def fetchrow(self, sql: str, *args: Any) -> unipool.Record | None:
-        return await self._call("fetchrow", sql, *args)  # type: ignore[no-any-return]
-
-    async def fetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
-        return await self._call("fetchval", sql, *args, column=column)
-
-    async def fetchmany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> Any:
-        return await self._call("fetchmany", sql, args_seq)
-
     async def expire_connections(self) -> None:
         await self._call("expire_connections")
 
@@ -133,18 +128,8 @@ class ModePool:
 
     @asynccontextmanager
     async def acquire(self, timeout: float | None = None) -> AsyncIterator[ModeConn]:
-        cm = self.pool.acquire(timeout)
-        if self.sync:
-            conn = await in_thread(cm.__enter__)
-            try:
-                yield ModeConn(conn, True)
-            except BaseException as exc:
-                await in_thread(cm.__exit__, type(exc), exc, exc.__traceback__)
-                raise
-            await in_thread(cm.__exit__, None, None, None)
-        else:
-            async with cm as aconn:
-                yield ModeConn(aconn, False)
+        async with _entered(self.pool.acquire(timeout), self.sync) as conn:
+            yield ModeConn(conn, self.sync)
 
     async def getconn(self, timeout: float | None = None) -> ModeConn:
         if self.sync:
@@ -159,18 +144,8 @@ class ModePool:
 
     @asynccontextmanager
     async def transaction(self, **kwargs: Any) -> AsyncIterator[ModeConn]:
-        cm = self.pool.transaction(**kwargs)
-        if self.sync:
-            conn = await in_thread(cm.__enter__)
-            try:
-                yield ModeConn(conn, True)
-            except BaseException as exc:
-                await in_thread(cm.__exit__, type(exc), exc, exc.__traceback__)
-                raise
-            await in_thread(cm.__exit__, None, None, None)
-        else:
-            async with cm as aconn:
-                yield ModeConn(aconn, False)
+        async with _entered(self.pool.transaction(**kwargs), self.sync) as conn:
+            yield ModeConn(conn, self.sync)
 
     def stats(self) -> unipool.PoolStats:
         return self.pool.stats()

@@ -75,15 +75,22 @@ async def test_role_change_is_reset(make_pool: PoolFactory, admin: Admin) -> Non
         admin.value(f"drop role {role}")
 
 
-async def test_clean_release_costs_no_round_trip(make_pool: PoolFactory) -> None:
+async def test_clean_release_costs_no_round_trip(make_pool: PoolFactory, admin: Admin) -> None:
+    """The reset sends nothing after a clean borrow, and one statement after a dirty one."""
+
+    def last_statement(pid: int) -> str:
+        return str(admin.value("select query from pg_stat_activity where pid = %s", pid))
+
     async with make_pool(max_size=1, check=None) as pool:
         async with pool.acquire() as conn:
+            pid = await conn.fetchval("select pg_backend_pid()")
+            await conn.fetchval("select 42 -- clean borrow")
+        assert "clean borrow" in last_statement(pid)
+        async with pool.acquire() as conn:
             await conn.execute("set application_name = 'dirty'")
+        assert "RESET ALL" in last_statement(pid)
         async with pool.acquire() as conn:
             assert await conn.fetchval("show application_name") != "dirty"
-            assert not conn.conn._dirty
-            await conn.fetchval("select 1")
-            assert not conn.conn._dirty
         assert pool.stats().idle == 1
 
 
