@@ -1,7 +1,7 @@
 """The async face: anyio, so asyncio and trio alike.
 
 Everything runs on the pool's event loop, so the core needs no lock. Waiters
-park on an ``anyio.Event``. Background work (opening connections,
+park on the loop's own cheapest primitive (``parking.py``). Background work (opening connections,
 housekeeping) runs in the task group given to the pool (``async with pool:``
 or ``aopen(task_group=...)``); without one, there are no free-floating tasks:
 connections are opened by the waiters that need them, on the pool's behalf,
@@ -25,6 +25,7 @@ from .._errors import Error
 from .._options import PoolOptions
 from ..backends.base import AsyncConn, Backend, ConnectParams, Runtime
 from .common import is_fatal, logger, pool_timeout
+from .parking import parking_for
 
 _HOUSEKEEPING_MAX_SLEEP = 1.0
 _CLOSE_TIMEOUT = 5.0
@@ -48,6 +49,7 @@ class AsyncFace:
         self.options = options
         self.runtime = runtime
         self._now = clock
+        self._parking = parking_for(runtime)
         self._tg: TaskGroup | None = None
         self._pending: deque[Slot] = deque()
         self._next_tick = -math.inf
@@ -102,7 +104,7 @@ class AsyncFace:
         core.terminate(self._now())
         for action in core.take_actions():
             if action.__class__ is Wake:
-                action.waiter.token.set()
+                self._parking.wake(action.waiter.token)
         for slot in list(core.slots.values()):
             if slot.state is CLOSING:  # including closes under way elsewhere: cut them short
                 driver: AsyncConn | None = slot.conn
@@ -139,7 +141,7 @@ class AsyncFace:
                 await self._tick()
             got = core.acquire(now)
             if got.__class__ is Waiter:
-                got.token = anyio.Event()
+                got.token = self._parking.token()
             if core.actions:
                 await self._run(core.take_actions())
             if got.__class__ is Slot:
@@ -158,17 +160,17 @@ class AsyncFace:
 
     async def _wait(self, waiter: Waiter, deadline: float, timeout: float) -> Slot:
         core = self.core
+        parking = self._parking
         try:
             while True:
-                with anyio.CancelScope(deadline=deadline):
-                    if not self._pending:
-                        await waiter.token.wait()
+                if not self._pending:
+                    await parking.wait(waiter.token, deadline)
                 if waiter.done:
                     return core.accept(waiter, self._now())
                 if self._now() >= deadline:
                     core.cancel(waiter, self._now(), timed_out=True)
                     raise pool_timeout(core, self.options.name, timeout)
-                waiter.token = anyio.Event()
+                waiter.token = parking.token()
                 if self._pending:  # no task group: open a connection on the pool's behalf
                     with anyio.CancelScope(deadline=deadline):
                         await self._open_slot(self._pending.popleft())
@@ -253,7 +255,7 @@ class AsyncFace:
         closes: list[Slot] = []
         for action in actions:
             if action.__class__ is Wake:
-                action.waiter.token.set()
+                self._parking.wake(action.waiter.token)
             elif action.__class__ is Open:
                 self._spawn_open(action.slot)
             else:
@@ -271,7 +273,7 @@ class AsyncFace:
     def _wake_first_waiter(self) -> None:
         waiter = self.core.first_waiter()
         if waiter is not None and waiter.token is not None:
-            waiter.token.set()
+            self._parking.wake(waiter.token)
 
     async def _open_slot(self, slot: Slot) -> None:
         """Open the connection of ``slot`` and report the outcome to the core."""
