@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import backends
-from ._dsn import parse_dsn
+from ._dsn import check_params, parse_dsn, tcp_options
 from ._options import build_options
 from ._pool import Pool
 
@@ -17,12 +17,19 @@ def connect(dsn: str | None = None, *, backend: str | Any = "psycopg", **options
     means the libpq environment variables (``PGHOST``, ``PGUSER``, ...).
 
     Raises:
-        ValueError: an unknown or uninstalled backend, a malformed DSN, or an
-            option out of range.
+        ValueError: an unknown or uninstalled backend, a malformed DSN (or one
+            with a parameter the backend cannot honour), or an option out of range.
         TypeError: an unknown option or a value of the wrong type.
     """
     if dsn is not None and not isinstance(dsn, str):
         raise TypeError(f"dsn must be a str or None, not {type(dsn).__name__}")
     resolved = backends.load(backend)
-    parse_dsn(dsn)  # raises ValueError, without the password, if malformed
-    return Pool(dsn, resolved, build_options(**options), frozenset(options))
+    info = parse_dsn(dsn)  # raises ValueError, without the password, if malformed
+    check_params(info)
+    check_dsn = getattr(resolved, "check_dsn", None)
+    if check_dsn is not None:  # parameters this backend cannot honour
+        check_dsn(info)
+    given = frozenset(options)
+    validated = build_options(**options)
+    tcp_options(info.params, validated.connect_kwargs)  # keepalives_idle=... there too
+    return Pool(dsn, resolved, validated, given)

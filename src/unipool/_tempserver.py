@@ -2,7 +2,9 @@
 
 ``TempServer`` runs ``initdb`` into a fresh temporary directory, starts the server on a free
 TCP port of 127.0.0.1 with durability turned off for speed, and deletes everything again on
-``cleanup()``, on leaving a ``with`` block, or when the Python process exits.
+``cleanup()``, on leaving a ``with`` block, or when the Python process exits. With ``ssl=True``
+it serves TLS with a certificate for ``localhost`` and ``127.0.0.1`` from a certificate
+authority of its own (made with the ``openssl`` command), so clients can verify it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-__all__ = ["StopMode", "TempServer", "find_pg_bindir"]
+__all__ = ["CertificateAuthority", "StopMode", "TempServer", "find_pg_bindir"]
 
 StopMode = Literal["smart", "fast", "immediate"]
 
@@ -166,6 +168,75 @@ def _conf_line(name: str, value: str) -> str:
     return f"{name} = '{quoted}'\n"
 
 
+_SERVER_NAMES = ("DNS:localhost", f"IP:{_HOST}")
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    """A throwaway certificate authority: its certificate (``cert``) and private key."""
+
+    cert: Path
+    key: Path
+
+    @classmethod
+    def create(
+        cls, directory: str | os.PathLike[str], name: str = "unipool test CA"
+    ) -> CertificateAuthority:
+        """Make a new authority in ``directory`` (``<name>.crt`` and ``.key``, P-256, 2 days)."""
+        folder = Path(directory)
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+        cert, key = folder / f"{stem}.crt", folder / f"{stem}.key"
+        _openssl(
+            "req", "-x509", "-new", "-nodes", *_EC_KEY, "-keyout", str(key), "-out", str(cert),
+            "-days", "2", "-subj", f"/CN={name}",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        )  # fmt: skip
+        os.chmod(key, 0o600)
+        return cls(cert, key)
+
+    def issue(
+        self, directory: str | os.PathLike[str], names: Sequence[str] = _SERVER_NAMES
+    ) -> tuple[Path, Path]:
+        """Issue a server certificate for ``names`` (``DNS:...``/``IP:...``): (cert, key)."""
+        folder = Path(directory)
+        cert, key, request = folder / "server.crt", folder / "server.key", folder / "server.csr"
+        extensions = folder / "server.ext"
+        extensions.write_text(
+            f"subjectAltName={','.join(names)}\n"
+            "basicConstraints=critical,CA:FALSE\n"
+            "keyUsage=critical,digitalSignature,keyEncipherment\n"
+            "extendedKeyUsage=serverAuth\n",
+            encoding="ascii",
+        )
+        common_name = names[0].partition(":")[2]
+        _openssl(
+            "req", "-new", "-nodes", *_EC_KEY, "-keyout", str(key), "-out", str(request),
+            "-subj", f"/CN={common_name}",
+        )  # fmt: skip
+        _openssl(
+            "x509", "-req", "-in", str(request), "-CA", str(self.cert), "-CAkey", str(self.key),
+            "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-days", "2",
+            "-extfile", str(extensions), "-out", str(cert),
+        )  # fmt: skip
+        request.unlink()
+        extensions.unlink()
+        os.chmod(key, 0o600)
+        return cert, key
+
+
+_EC_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1")
+
+
+def _openssl(*args: str) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("the openssl command is needed to make TLS certificates")
+    proc = subprocess.run([openssl, *args], capture_output=True, text=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"openssl {args[0]} failed: {proc.stderr.strip()[-2000:]}")
+
+
 _live: set[TempServer] = set()
 _live_pid = os.getpid()
 
@@ -183,8 +254,11 @@ class TempServer:
     """A throwaway PostgreSQL server in a temporary directory, superuser ``postgres``.
 
     Without *password* every login is trusted; with it, TCP logins need the password (SCRAM)
-    while unix-socket logins stay trusted. *settings* go into ``postgresql.conf`` after the
-    fast defaults. *bindir* forces the directory of the server binaries (see `find_pg_bindir`).
+    while unix-socket logins stay trusted. With *ssl* the server accepts TLS (and plain)
+    connections, with a certificate for ``localhost`` and ``127.0.0.1`` issued by its own
+    authority, whose certificate is `ssl_root_cert` (libpq's ``sslrootcert``). *settings* go
+    into ``postgresql.conf`` after the fast defaults. *bindir* forces the directory of the
+    server binaries (see `find_pg_bindir`).
     """
 
     def __init__(
@@ -193,8 +267,10 @@ class TempServer:
         password: str | None = None,
         settings: Mapping[str, str] | None = None,
         bindir: str | os.PathLike[str] | None = None,
+        ssl: bool = False,
     ) -> None:
         self._password = password
+        self._ssl = ssl
         self._settings = dict(_DEFAULT_SETTINGS)
         self._settings.update(settings or {})
         for name, value in self._settings.items():
@@ -219,6 +295,18 @@ class TempServer:
     def password(self) -> str | None:
         """The superuser's password, or None when every login is trusted."""
         return self._password
+
+    @property
+    def ssl(self) -> bool:
+        """Whether the server accepts TLS connections."""
+        return self._ssl
+
+    @property
+    def ssl_root_cert(self) -> Path:
+        """The certificate of the authority that issued the server's (``sslrootcert``)."""
+        if not self._ssl:
+            raise RuntimeError("the server was not made with ssl=True")
+        return self.directory / "tls" / "ca.crt"
 
     @property
     def port(self) -> int:
@@ -346,6 +434,8 @@ class TempServer:
                 os.chown(directory, self._run_as.uid, self._run_as.gid)
             self._initdb(bindir)
             self._append_conf({**self._settings, "unix_socket_directories": str(directory)})
+            if self._ssl:
+                self._append_conf(self._make_certificates())
             self._single_user(bindir, "CREATE DATABASE test;\n")
         except BaseException:
             self._cleanup("immediate")
@@ -368,6 +458,19 @@ class TempServer:
             self._check([*args, *auth], "initdb")
         finally:
             pwfile.unlink(missing_ok=True)
+
+    def _make_certificates(self) -> dict[str, str]:
+        """Make the authority and the server's certificate; return the settings using them."""
+        folder = self.directory / "tls"
+        folder.mkdir(mode=0o755)
+        authority = CertificateAuthority.create(folder, "ca")
+        cert, key = authority.issue(folder)
+        authority.key.unlink()  # nothing more is ever issued
+        if self._run_as is not None:
+            os.chown(key, self._run_as.uid, self._run_as.gid)
+        for path in (authority.cert, cert):
+            os.chmod(path, 0o644)
+        return {"ssl": "on", "ssl_cert_file": str(cert), "ssl_key_file": str(key)}
 
     def _single_user(self, bindir: Path, sql: str) -> None:
         args = [str(bindir / "postgres"), "--single", "-D", str(self.data_dir), "postgres"]

@@ -12,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import random
 import select
+import socket
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import asyncpg
 
-from .._dsn import parse_dsn, scrub
+from .._dsn import TCP_PARAMS, ConnInfo, TcpOptions, parse_dsn, scrub, tcp_options
 from .._errors import (
     CommandTimeout,
     ConnectError,
@@ -191,26 +193,92 @@ class AsyncpgConn:
 
 
 def _connect_error(exc: BaseException, params: ConnectParams) -> ConnectError:
-    message = scrub(str(exc) or type(exc).__name__, params.secrets)
+    message = str(exc)
+    if isinstance(exc, TimeoutError):  # asyncio's carries no message
+        message = (
+            f"timeout expired while connecting ({params.connect_timeout:g} s)"
+            if params.connect_timeout is not None
+            else "timeout expired while connecting"
+        )
+    elif isinstance(exc, OSError) and exc.errno and os.strerror(exc.errno) not in message:
+        message = f"{os.strerror(exc.errno)}: {message}"  # "Connect call failed" says not why
+    message = scrub(message or type(exc).__name__, params.secrets)
     sqlstate = getattr(exc, "sqlstate", None)
     if sqlstate is None and isinstance(exc, OSError):
         sqlstate = "08001"
     return ConnectError(message, sqlstate=sqlstate)
 
 
-def _asyncpg_dsn(dsn: str | None) -> str:
-    """A URI asyncpg understands: ``load_balance_hosts=random`` is done here (asyncpg lacks it)."""
-    info = parse_dsn(dsn)
+#: libpq parameters asyncpg does not know, and would send to the server as settings: the
+#: adapter applies these itself, ...
+_APPLIED = frozenset({*TCP_PARAMS, "connect_timeout", "load_balance_hosts"})
+#: ... drops these (values that ask for nothing asyncpg would not do anyway) ...
+_MOOT = {
+    "gssencmode": ("disable", "prefer", "allow"),
+    "channel_binding": ("disable", "prefer"),
+    "sslsni": None,
+    "sslcompression": None,
+    "fallback_application_name": None,
+}
+#: ... and refuses these, which it cannot honour.
+_UNSUPPORTED = frozenset(
+    {"hostaddr", "require_auth", "requirepeer", "sslcertmode", "sslnegotiation", "replication"}
+)
+
+
+def _check_dsn(info: ConnInfo) -> None:
+    """Refuse, at ``unipool.connect()``, libpq parameters asyncpg cannot honour."""
+    for key, value in info.params.items():
+        allowed = _MOOT.get(key, ())
+        if key in _UNSUPPORTED or (allowed and value not in allowed):
+            shown = f"{key}={value}" if allowed else key
+            raise ValueError(f"invalid DSN for the asyncpg backend: it cannot honour {shown!r}")
     balance = info.params.get("load_balance_hosts")
-    if balance is None:
-        return info.to_uri()
+    if balance not in (None, "disable", "random"):
+        raise ValueError(
+            f"invalid DSN: load_balance_hosts must be 'disable' or 'random', not {balance!r}"
+        )
+
+
+def _asyncpg_dsn(info: ConnInfo) -> str:
+    """A URI asyncpg understands: what it lacks is done here (``load_balance_hosts=random``,
+    ``fallback_application_name``) or by `_connect` (TCP options, ``connect_timeout``)."""
+    params = {k: v for k, v in info.params.items() if k not in _APPLIED and k not in _MOOT}
+    fallback = info.params.get("fallback_application_name")
+    if fallback and "application_name" not in params:
+        params["application_name"] = fallback
+    hosts = list(info.hosts)
+    balance = info.params.get("load_balance_hosts", "disable")
     if balance not in ("disable", "random"):
         raise ConnectError(f"load_balance_hosts must be 'disable' or 'random', not {balance!r}")
-    hosts = list(info.hosts)
     if balance == "random":
         random.shuffle(hosts)
-    rest = {k: v for k, v in info.params.items() if k != "load_balance_hosts"}
-    return dataclasses.replace(info, hosts=tuple(hosts), params=rest).to_uri()
+    return dataclasses.replace(info, hosts=tuple(hosts), params=params).to_uri()
+
+
+def _set_tcp_options(raw: asyncpg.Connection, tcp: TcpOptions) -> None:
+    """Set libpq's TCP options on the connection's socket (asyncpg has none of its own).
+
+    The socket is found through asyncpg's private ``_transport``; ``tests/test_keepalive.py``
+    reads the options back from the socket, so it fails if that ever stops working.
+    """
+    transport = getattr(raw, "_transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return  # a unix socket: no TCP options, as with libpq
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, int(tcp.keepalives))
+    if tcp.keepalives:
+        idle = getattr(socket, "TCP_KEEPIDLE", None) or getattr(socket, "TCP_KEEPALIVE", None)
+        for option, value in (
+            (idle, tcp.idle),
+            (getattr(socket, "TCP_KEEPINTVL", None), tcp.interval),
+            (getattr(socket, "TCP_KEEPCNT", None), tcp.count),
+        ):
+            if option is not None and value:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+    user_timeout = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if user_timeout is not None and tcp.user_timeout:
+        sock.setsockopt(socket.IPPROTO_TCP, user_timeout, tcp.user_timeout)
 
 
 def _jsonb_encode(value: Any) -> bytes:
@@ -233,17 +301,26 @@ _JSON_CODECS: dict[str, tuple[Any, Any]] = {
 
 
 async def _connect(params: ConnectParams) -> AsyncpgConn:
-    kwargs = dict(params.kwargs)
+    info = parse_dsn(params.dsn)
+    kwargs = {k: v for k, v in params.kwargs.items() if k not in TCP_PARAMS}
+    tcp = tcp_options(info.params, params.kwargs)
     if params.command_timeout is not None:
         kwargs.setdefault("command_timeout", params.command_timeout)
-    if params.connect_timeout is not None:
-        kwargs.setdefault("timeout", params.connect_timeout)
-    dsn = _asyncpg_dsn(params.dsn)
+    timeout = params.connect_timeout
+    if timeout is None and info.params.get("connect_timeout"):
+        timeout = int(info.params["connect_timeout"]) or None  # 0 means none, as in libpq
+    if timeout is not None:
+        kwargs.setdefault("timeout", timeout)
+    dsn = _asyncpg_dsn(info)
     try:
         raw = await (params.factory or asyncpg.connect)(dsn, **kwargs)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError) as exc:
         raise _connect_error(exc, params) from exc
     try:
+        try:
+            _set_tcp_options(raw, tcp)
+        except OSError as exc:  # libpq fails the connection too
+            raise _connect_error(exc, params) from exc
         for name, (encoder, decoder) in _JSON_CODECS.items():
             await raw.set_type_codec(
                 name, encoder=encoder, decoder=decoder, schema="pg_catalog", format="binary"
@@ -258,6 +335,10 @@ class AsyncpgBackend:
     """asyncpg: native on asyncio; through a shared loop thread elsewhere."""
 
     name = "asyncpg"
+
+    def check_dsn(self, info: ConnInfo) -> None:
+        """Raise ValueError for DSN parameters asyncpg cannot honour."""
+        _check_dsn(info)
 
     def connect_sync(self, params: ConnectParams) -> SyncBridge:
         from ._bridge import shared_loop

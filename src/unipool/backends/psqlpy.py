@@ -49,7 +49,7 @@ import anyio
 import psqlpy
 from psqlpy import exceptions as pe
 
-from .._dsn import parse_dsn, scrub
+from .._dsn import TCP_PARAMS, ConnInfo, parse_dsn, scrub, tcp_options
 from .._errors import (
     CommandTimeout,
     ConnectError,
@@ -134,10 +134,12 @@ _LOST_SQLSTATES = (
 )
 _CONNECT_SQLSTATES = (
     ("password authentication failed", "28P01"),
-    ('database "', "3D000"),  # database "x" does not exist
     ('role "', "28000"),  # role "x" does not exist
     ("no pg_hba.conf entry", "28000"),
+    ("not currently accepting connections", "55000"),
+    ('database "', "3D000"),  # database "x" does not exist
     ("too many clients", "53300"),
+    ("too many connections", "53300"),
     ("starting up", "57P03"),
     ("shutting down", "57P03"),
 )
@@ -622,7 +624,8 @@ class PsqlpyConn:
         """Cancel what the connection runs, from a side connection; broken if that failed."""
         self._abandoned = False
         try:
-            side = await psqlpy.connect(dsn=_dsn(self._params))
+            dsn, kwargs = _connect_args(self._params)
+            side = await psqlpy.connect(dsn=dsn, **kwargs)
             try:
                 await side.execute("SELECT pg_cancel_backend($1)", [self._pid])
             finally:
@@ -1016,31 +1019,106 @@ def _remember(cache: dict[str, Any], key: str, value: Any) -> None:
 # -- connecting -----------------------------------------------------------------
 
 
-def _dsn(params: ConnectParams) -> str:
-    """The DSN with ``server_settings`` and ``command_timeout`` as ``-c`` options."""
+#: libpq parameters psqlpy's DSN parser takes as they are, ...
+_NATIVE = frozenset(
+    {
+        "options",
+        "application_name",
+        "connect_timeout",
+        "target_session_attrs",
+        "load_balance_hosts",
+        "channel_binding",
+        "hostaddr",
+    }
+)
+#: ... those the adapter passes its own way (`_connect_args`) ...
+_MAPPED = frozenset({"sslmode", "sslrootcert", *TCP_PARAMS})
+#: ... and those it drops, for values that ask for nothing psqlpy would not do anyway.
+#: Any other parameter is refused at ``unipool.connect()``.
+_MOOT: dict[str, tuple[str, ...] | None] = {
+    "gssencmode": ("disable", "prefer", "allow"),
+    "sslsni": None,
+    "sslcompression": None,
+    "fallback_application_name": None,
+}
+_SSL_MODES = {
+    "disable": "Disable",
+    "allow": "Allow",
+    "prefer": "Prefer",
+    "require": "Require",
+    "verify-ca": "VerifyCa",
+    "verify-full": "VerifyFull",
+}
+
+
+def _check_dsn(info: ConnInfo) -> None:
+    """Refuse, at ``unipool.connect()``, libpq parameters psqlpy cannot honour."""
+    for key, value in info.params.items():
+        if key in _NATIVE or key in _MAPPED:
+            continue
+        allowed = _MOOT.get(key, ())
+        if key not in _MOOT or (allowed and value not in allowed):
+            shown = f"{key}={value}" if allowed else key
+            raise ValueError(f"invalid DSN for the psqlpy backend: it cannot honour {shown!r}")
+
+
+def _connect_args(params: ConnectParams) -> tuple[str, dict[str, Any]]:
+    """psqlpy's DSN and keyword arguments for ``params``.
+
+    ``server_settings`` and ``command_timeout`` become ``-c`` options; ``sslmode`` and
+    ``sslrootcert`` become ``ssl_mode`` and ``ca_file`` (psqlpy's DSN parser ignores the
+    former's verify modes and refuses the latter); the TCP options are spelt psqlpy's way
+    (its ``tcp_user_timeout`` is in seconds, libpq's in milliseconds).
+    """
     info = parse_dsn(params.dsn)
+    kwargs = {
+        k: v for k, v in params.kwargs.items() if k != "server_settings" and k not in TCP_PARAMS
+    }
+    query = {k: v for k, v in info.params.items() if k in _NATIVE}
+    fallback = info.params.get("fallback_application_name")
+    if fallback and "application_name" not in query:
+        query["application_name"] = fallback
     settings = dict(params.kwargs.get("server_settings") or {})
     if params.command_timeout is not None:
         settings.setdefault("statement_timeout", f"{int(params.command_timeout * 1000)}ms")
-    if not settings:
-        return info.to_uri()
-    options = [info.params.get("options", "")]
-    for key, value in settings.items():
-        escaped = str(value).replace("\\", "\\\\").replace(" ", "\\ ")
-        options.append(f"-c {key}={escaped}")
-    extra = {**info.params, "options": " ".join(o for o in options if o)}
-    return replace(info, params=extra).to_uri()
+    if settings:
+        options = [query.get("options", "")]
+        for key, value in settings.items():
+            escaped = str(value).replace("\\", "\\\\").replace(" ", "\\ ")
+            options.append(f"-c {key}={escaped}")
+        query["options"] = " ".join(o for o in options if o)
+    tcp = tcp_options(info.params, params.kwargs)
+    query["keepalives"] = "1" if tcp.keepalives else "0"
+    if tcp.keepalives:
+        for key, value in (
+            ("keepalives_idle", tcp.idle),
+            ("keepalives_interval", tcp.interval),
+            ("keepalives_retries", tcp.count),
+        ):
+            if value:  # 0: the system's default, as in libpq
+                query[key] = str(value)
+    if tcp.user_timeout:
+        seconds, millis = divmod(tcp.user_timeout, 1000)
+        kwargs.setdefault("tcp_user_timeout_sec", seconds)
+        kwargs.setdefault("tcp_user_timeout_nanosec", millis * 1_000_000)
+    sslmode = info.params.get("sslmode")
+    if sslmode in _SSL_MODES:
+        kwargs.setdefault("ssl_mode", getattr(psqlpy.SslMode, _SSL_MODES[sslmode]))
+    rootcert = info.params.get("sslrootcert")
+    if rootcert and rootcert != "system":
+        kwargs.setdefault("ca_file", rootcert)
+    return replace(info, params=query).to_uri(), kwargs
 
 
 async def _connect(params: ConnectParams) -> PsqlpyConn:
-    kwargs = {k: v for k, v in params.kwargs.items() if k != "server_settings"}
+    dsn, kwargs = _connect_args(params)
     if params.connect_timeout is not None:
         kwargs.setdefault("connect_timeout_sec", max(1, int(params.connect_timeout)))
     try:
         if params.factory is not None:
-            raw = await params.factory(_dsn(params), **kwargs)
+            raw = await params.factory(dsn, **kwargs)
         else:
-            raw = await psqlpy.connect(dsn=_dsn(params), **kwargs)
+            raw = await psqlpy.connect(dsn=dsn, **kwargs)
     except pe.Error as exc:
         raise _connect_error(exc, params) from exc
     try:
@@ -1143,6 +1221,10 @@ class PsqlpyBackend:
     name = "psqlpy"
     #: psqlpy cannot see a dead socket without a round trip: ping sooner.
     check_default = 0.05
+
+    def check_dsn(self, info: ConnInfo) -> None:
+        """Raise ValueError for DSN parameters psqlpy cannot honour."""
+        _check_dsn(info)
 
     def connect_sync(self, params: ConnectParams) -> Any:
         from ._bridged import SyncBridge

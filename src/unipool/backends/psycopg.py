@@ -10,6 +10,7 @@ PostgreSQL's own ``$1, $2, ...`` and ``BEGIN`` is explicit.
 from __future__ import annotations
 
 import math
+import re
 import select
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,7 +24,7 @@ from psycopg.adapt import Loader
 from psycopg.types.datetime import TimestamptzBinaryLoader, TimestamptzLoader
 from psycopg.types.json import Jsonb, JsonbDumper
 
-from .._dsn import scrub
+from .._dsn import ConnInfo, parse_dsn, scrub, tcp_options
 from .._errors import (
     CommandTimeout,
     ConnectError,
@@ -52,14 +53,20 @@ _BY_CLASS: tuple[tuple[type[psycopg.Error], type[Error]], ...] = (
     (psycopg.NotSupportedError, NotSupportedError),
     (psycopg.ProgrammingError, ProgrammingError),
 )
-_FATAL_CONNECT = {
-    "password authentication failed": "28P01",
-    "authentication failed": "28000",
-    "no pg_hba.conf entry": "28000",
-    "does not exist": "3D000",
-    "too many connections": "53300",
-    "connection refused": "08001",
-}
+#: libpq gives no SQLSTATE for a failed connection: it is read from the server's message.
+_FATAL_CONNECT = (
+    ("password authentication failed", "28P01"),
+    ('role "', "28000"),  # role "x" does not exist / is not permitted to log in
+    ("no pg_hba.conf entry", "28000"),
+    ("authentication failed", "28000"),
+    ("not currently accepting connections", "55000"),
+    ('database "', "3D000"),  # database "x" does not exist
+    ("too many clients", "53300"),
+    ("too many connections", "53300"),
+    ("starting up", "57P03"),
+    ("shutting down", "57P03"),
+    ("in recovery mode", "57P03"),
+)
 
 
 _ACTIVE = pq.TransactionStatus.ACTIVE
@@ -161,9 +168,11 @@ def _map_error(exc: psycopg.Error, conn: psycopg.BaseConnection[Any]) -> Error:
 def _connect_error(exc: BaseException, params: ConnectParams) -> ConnectError:
     message = scrub(str(exc), params.secrets)
     sqlstate = getattr(exc, "sqlstate", None)
-    if sqlstate is None:
+    if sqlstate is None and "FATAL:" in message:  # the server's refusal
         lowered = message.lower()
-        sqlstate = next((code for text, code in _FATAL_CONNECT.items() if text in lowered), None)
+        sqlstate = next((code for text, code in _FATAL_CONNECT if text in lowered), None)
+    elif sqlstate is None:  # no server answer: refused, unreachable, timed out, TLS failed
+        sqlstate = "08001"
     return ConnectError(message, sqlstate=sqlstate)
 
 
@@ -180,8 +189,35 @@ def _connect_kwargs(params: ConnectParams) -> dict[str, Any]:
         kwargs["options"] = " ".join(o for o in options if o)
     if params.connect_timeout is not None:
         kwargs.setdefault("connect_timeout", max(2, math.ceil(params.connect_timeout)))
+    # libpq applies the TCP parameters; unipool's defaults fill what the DSN leaves out.
+    tcp = tcp_options(_dsn_params(params.dsn), kwargs)
+    kwargs.update(tcp.as_libpq())
     kwargs["autocommit"] = True
     return kwargs
+
+
+def _dsn_params(dsn: str | None) -> Mapping[str, str]:
+    try:
+        return parse_dsn(dsn).params
+    except ValueError:  # libpq reports it
+        return {}
+
+
+_BAD_OPTION = re.compile(
+    r'invalid (?:connection|URI query) (?:option|parameter):? "([A-Za-z_.0-9]+)"'
+)
+
+
+def _check_dsn(info: ConnInfo) -> None:
+    """Refuse what libpq would refuse at every connection attempt: unknown parameters."""
+    try:
+        pq.Conninfo.parse(info.to_conninfo().encode())
+    except psycopg.Error as exc:
+        found = _BAD_OPTION.search(str(exc))
+        what = f" {found.group(1)!r}" if found else ""
+        raise ValueError(
+            f"invalid DSN: libpq (psycopg) does not know the parameter{what}"
+        ) from None
 
 
 def _records(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any], rows: list[Any]) -> list[Record]:
@@ -456,6 +492,10 @@ class PsycopgBackend:
     """psycopg 3: native in blocking code and on asyncio; protocol-driven on trio."""
 
     name = "psycopg"
+
+    def check_dsn(self, info: ConnInfo) -> None:
+        """Raise ValueError for a DSN libpq would refuse."""
+        _check_dsn(info)
 
     def connect_sync(self, params: ConnectParams) -> SyncPsycopgConn:
         connect = params.factory or psycopg.Connection.connect
