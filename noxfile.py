@@ -38,6 +38,13 @@ def mypy(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The quick side-by-side benchmark (``python -m unipool bench --quick``)."""
-    install(session, "test")
-    session.run("python", "-m", "unipool", "bench", "--quick", *session.posargs)
+    """The quick side-by-side benchmark, results in bench-results/.
+
+    Arguments go to ``python -m unipool bench`` and win over these defaults:
+    ``nox -s bench -- --chart docs/bench.png``, or ``-- --dsn URI``.
+    """
+    install(session, "bench")
+    out = "bench-results"
+    session.run("python", "-c", f"import os; os.makedirs({out!r}, exist_ok=True)")
+    session.run("python", "-m", "unipool", "bench", "--quick", "--json", f"{out}/bench.json",
+                "--chart", f"{out}/bench.png", *session.posargs)  # fmt: skip

@@ -1,4 +1,4 @@
-"""``python -m unipool bench``: a tiny run of a few systems, table and JSON."""
+"""``python -m unipool bench``: statistics, targets and chart by hand; a tiny run on the server."""
 
 from __future__ import annotations
 
@@ -8,61 +8,192 @@ from pathlib import Path
 
 import pytest
 
-from unipool._bench import bench, run_bench
+import unipool._bench as mod
+from unipool._bench import TARGETS, Workload, bench, run_bench, systems
+from unipool._bench._chart import write_chart
+from unipool._bench._harness import Cell
+from unipool._bench._report import Report
+from unipool._bench._runners import stats
+from unipool._bench._targets import LIMIT, Ref, Target, evaluate, targets_table
+from unipool._bench._workloads import QUICK_WORKLOADS, runs
 
-ONLY = ["psycopg_pool.ConnectionPool", "limit psycopg", "unipool psycopg"]
+ONLY = ["psycopg_pool.ConnectionPool", "sqlalchemy", "limit psycopg", "unipool psycopg"]
+TINY = (
+    Workload("acquire", 1),
+    Workload("query", 4),
+    Workload("query", 8),
+    Workload("query", 8, 5),
+    Workload("fetchval", 4),
+    Workload("txn", 4),
+    Workload("fair", 16),
+)
 
 
-def test_tiny_run_has_every_row_and_positive_rates(dsn: str) -> None:
-    said: list[str] = []
-    report = run_bench(dsn, seconds=0.05, rounds=1, warmup=0.05, only=ONLY, say=said.append)
-    rows = {(r["system"], r["runtime"], r["workload"], r["workers"]) for r in report.summary()}
-    expected = set()
-    for workers in (10, 50):
-        expected |= {
-            ("psycopg_pool.ConnectionPool", "threads", "query", workers),
-            ("limit psycopg", "threads", "query", workers),
-            ("limit psycopg", "asyncio", "query", workers),
-        }
-        expected |= {("unipool psycopg", rt, "query", workers) for rt in ("threads", "asyncio")}
-    expected |= {("psycopg_pool.ConnectionPool", "threads", "acquire", 1)}
-    expected |= {("unipool psycopg", rt, "acquire", 1) for rt in ("threads", "asyncio")}
-    if importlib.util.find_spec("trio") is not None:
-        expected |= {("unipool psycopg", "trio", w, c) for w, c in
-                     [("query", 10), ("query", 50), ("acquire", 1)]}  # fmt: skip
+def _cell(system: str, runtime: str, workload: str = "query", workers: int = 50, rnd: int = 0,
+          ops_per_s: float = 100.0, p50: float = 10.0, p99: float = 12.0,
+          starved: int = 0) -> Cell:  # fmt: skip
+    kind = system.split()[0] if system.split()[0] in ("limit", "unipool") else "native"
+    size = 0 if kind == "limit" else 10
+    return Cell(rnd, system, system.split()[-1], runtime, kind, workload, workers, size,
+                int(ops_per_s), 1.0, ops_per_s, p50, p99, p99 * 2, starved)  # fmt: skip
+
+
+def test_stats_by_hand() -> None:
+    s = stats([[0.001, 0.002, 0.003], [0.004], [], [0.010, 0.005]])
+    assert (s.ops, s.p50_us, s.p99_us, s.max_us) == pytest.approx((6, 3500, 10000, 10000))
+    assert s.starved == 2  # one time only (it ended past the deadline), and none at all
+    s = stats([[i / 1e6 for i in range(1, 1001)]])
+    assert (s.p50_us, s.p99_us, s.max_us, s.starved) == pytest.approx((500.5, 991, 1000, 0))
+    assert stats([[], []]) == type(s)(0, 0.0, 0.0, 0.0, 2)
+
+
+def _hand_made() -> Report:
+    cells = []
+    for rnd, (mine, limit, p50, p99, starved) in enumerate(
+        [(80, 100, 5, 12, 0), (90, 100, 7, 20, 1), (50, 40, 6, 14, 0)]
+    ):
+        cells += [
+            _cell("unipool psycopg", "asyncio", rnd=rnd, ops_per_s=mine),
+            _cell("unipool psycopg", "trio", rnd=rnd, ops_per_s=mine / 2),
+            _cell("limit psycopg", "asyncio", rnd=rnd, ops_per_s=limit),
+            _cell("unipool psycopg", "asyncio", "query", 1000, rnd=rnd, ops_per_s=mine * 0.95),
+            _cell("unipool psycopg", "threads", "acquire", 1, rnd=rnd, p50=p50),
+            _cell("unipool psycopg", "threads", "fair", 200, rnd=rnd, p99=p99, starved=starved),
+        ]
+    return Report(cells, {"rounds": 3, "seconds": 1.0, "date": "today"})
+
+
+def test_targets_are_medians_of_per_round_values() -> None:
+    report = _hand_made()
+    asyncio, trio = Ref("unipool psycopg", "asyncio"), Ref("unipool psycopg", "trio")
+    fair = Ref("unipool psycopg", "threads", "fair", 200)
+    growth = Ref("unipool psycopg", "asyncio", "query", 1000)
+    checks = (
+        Target("limit", asyncio, "ops/s", ">=", 0.85, LIMIT),  # 0.8, 0.9, 1.25
+        Target("cross-runtime limit", trio, "ops/s", ">=", 0.5, LIMIT),  # 0.4, 0.45, 0.625
+        Target("two systems", trio, "ops/s", ">=", 0.5, asyncio),  # 0.5 each round
+        Target("growth", growth, "ops/s", ">=", 0.9, asyncio),  # 0.95 each round
+        Target("p50", Ref("unipool psycopg", "threads", "acquire", 1), "p50 us", "<=", 6.0),
+        Target("fair", fair, "p99/p50", "<=", 1.5),  # 1.2, 2.0, 1.4
+        Target("starved", fair, "starved", "<=", 0),  # worst round: 1
+        Target("missing", Ref("unipool asyncpg", "asyncio"), "ops/s", ">=", 1.0, LIMIT),
+    )
+    results = evaluate(report, checks)
+    got = [(r["value"], r["met"]) for r in results]
+    assert got == [
+        (pytest.approx(0.9), True),
+        (pytest.approx(0.45), False),
+        (pytest.approx(0.5), True),
+        (pytest.approx(0.95), True),
+        (6, True),
+        (pytest.approx(1.4), True),
+        (1, False),
+        (None, None),
+    ]
+    assert [r["rounds"] for r in results] == [3] * 7 + [0]
+    assert results[1]["measure"] == "unipool psycopg trio query c=50 / limit"
+    assert results[3]["measure"] == "unipool psycopg asyncio query c=1000 / query c=50"
+    text = targets_table(results)
+    assert "NOT MET" in text and "not measured" in text and text.endswith("5 of 8 met")
+    assert len(evaluate(report)) == len(TARGETS)
+
+
+def test_summary_ratios_and_fairness_columns() -> None:
+    rows = {(r["system"], r["runtime"], r["workload"], r["workers"]): r
+            for r in _hand_made().summary()}  # fmt: skip
+    assert rows["unipool psycopg", "asyncio", "query", 50]["x_limit"] == pytest.approx(0.9)
+    trio = rows["unipool psycopg", "trio", "query", 50]
+    assert trio["limit"] == "limit psycopg asyncio" and trio["x_limit"] == pytest.approx(0.45)
+    assert rows["unipool psycopg", "asyncio", "query", 1000]["x_c50"] == pytest.approx(0.95)
+    fair = rows["unipool psycopg", "threads", "fair", 200]
+    assert (fair["wait_ratio"], fair["starved"], fair["x_limit"]) == (pytest.approx(1.4), 1, None)
+    assert rows["unipool psycopg", "threads", "acquire", 1]["p50_us"] == 6
+
+
+def test_quick_mode_runs_every_cell_a_target_reads() -> None:
+    registry = {(s.name, s.runtime): s.kind for s in systems()}
+    for t in TARGETS:
+        for ref in (t.ref, t.over if isinstance(t.over, Ref) else t.ref):
+            w = Workload(ref.workload, ref.workers, ref.size)
+            assert w in QUICK_WORKLOADS, t
+            assert runs(registry[ref.system, ref.runtime], ref.runtime, w), t
+        if t.over == LIMIT:
+            assert runs("limit", t.ref.runtime, Workload(t.ref.workload, t.ref.workers))
+
+
+def test_threads_and_limits_are_capped() -> None:
+    assert not runs("unipool", "threads", Workload("query", 1000))
+    assert runs("unipool", "trio", Workload("query", 1000))
+    assert not runs("limit", "asyncio", Workload("query", 200))
+    assert not runs("limit", "asyncio", Workload("acquire", 1))
+    assert not runs("limit", "asyncio", Workload("query", 50, 20))
+
+
+def test_chart_of_a_hand_made_report(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "bench.png"
+    write_chart(_hand_made(), str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tiny_run_has_every_row(dsn: str) -> None:
+    report = run_bench(dsn, seconds=0.05, rounds=1, warmup=0.02, workloads=TINY, only=ONLY,
+                       say=lambda s: None)  # fmt: skip
+    rows = {(r["system"], r["runtime"], r["workload"], r["workers"], r["size"])
+            for r in report.summary()}  # fmt: skip
+    pools = [("psycopg_pool.ConnectionPool", "threads")]
+    if importlib.util.find_spec("sqlalchemy"):
+        pools.append(("sqlalchemy.QueuePool", "threads"))
+    unipool = [("unipool psycopg", rt) for rt in ("threads", "asyncio", "trio")]
+    limits = [("limit psycopg", "threads"), ("limit psycopg", "asyncio")]
+    expected = {(s, rt, w, c, 0) for s, rt in limits for w, c in [("txn", 4), ("query", 4),
+                                                                  ("query", 8)]}  # fmt: skip
+    for s, rt in pools + unipool:
+        expected |= {(s, rt, w.name, w.workers, w.size) for w in TINY if w.name != "fetchval"}
+    expected |= {(s, rt, "fetchval", 4, 10) for s, rt in unipool}
     assert rows == expected
 
+    for c in report.cells:
+        assert c.ops > 0 and 0 < c.p50_us <= c.p99_us <= c.max_us, c
+        assert 0 <= c.starved <= c.workers
+    for r in report.summary():
+        has_limit = r["workload"] in ("query", "txn", "fetchval") and r["workers"] in (4, 8)
+        assert (r["x_limit"] is not None) == has_limit, r
+        assert (r["wait_ratio"] is not None) == (r["workload"] == "fair")
+
     data = json.loads(report.to_json())
-    assert data["meta"]["rounds"] == 1
-    assert {(c["system"], c["runtime"], c["workload"], c["workers"]) for c in data["cells"]} == rows
-    assert all(c["ops_per_s"] > 0 and c["p50_us"] > 0 for c in data["cells"])
-    for r in data["summary"]:
-        if r["kind"] == "limit":
-            assert r["x_limit"] == 1.0
-        elif r["workload"] == "query":
-            assert r["x_limit"] > 0
-        else:
-            assert r["x_limit"] is None
-
-    table = report.table().splitlines()
-    assert table[0].split()[:4] == ["workload", "c", "system", "runtime"]
-    assert len(table) == 2 + len(rows)
+    assert set(data) == {"meta", "summary", "targets", "cells"}
+    assert len(data["targets"]) == len(TARGETS) and data["meta"]["wall_s"] > 0
+    assert len(report.table().splitlines()) == 2 + sum(r[2] != "fair" for r in rows)
+    assert len(report.fairness_table().splitlines()) == 2 + sum(r[2] == "fair" for r in rows)
 
 
-def test_command_prints_the_table_and_saves_json(
+def test_command_prints_tables_targets_and_saves(
     dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import unipool._bench as mod
-
     monkeypatch.setitem(mod.QUICK, "seconds", 0.05)
     monkeypatch.setitem(mod.QUICK, "rounds", 1)
-    monkeypatch.setitem(mod.QUICK, "warmup", 0.05)
+    monkeypatch.setitem(mod.QUICK, "warmup", 0.02)
+    monkeypatch.setattr(mod, "QUICK_WORKLOADS", (Workload("query", 4), Workload("fair", 12)))
     said: list[str] = []
-    path = tmp_path / "bench.json"
-    assert bench(dsn, True, str(path), only=["psycopg_pool.ConnectionPool"], say=said.append) == 0
+    path, chart = tmp_path / "bench.json", tmp_path / "bench.png"
+    has_chart = importlib.util.find_spec("matplotlib") is not None
+    code = bench(dsn, True, str(path), only=["unipool psycopg"], say=said.append,
+                 chart_path=str(chart) if has_chart else None)  # fmt: skip
+    assert code == 0
     text = "\n".join(said)
-    assert "psycopg_pool.ConnectionPool" in text and "ops/s" in text
+    assert "ops/s" in text and "starved" in text and "targets" in text
+    assert "p99/p50 of unipool psycopg threads fair c=200" in text  # not run: "not measured"
     cells = json.loads(path.read_text())["cells"]
-    assert [(c["workload"], c["workers"]) for c in cells] == [("query", 10), ("query", 50),
-                                                              ("acquire", 1)]  # fmt: skip
-    assert all(c["ops_per_s"] > 0 for c in cells)
+    assert (
+        sorted((c["workload"], c["workers"]) for c in cells)
+        == [("fair", 12)] * 3 + [("query", 4)] * 3
+    )
+    assert chart.exists() == has_chart
+
+
+def test_chart_without_matplotlib_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mod, "have_matplotlib", lambda: False)
+    said: list[str] = []
+    assert bench("postgresql://nowhere", True, None, chart_path="x.png", say=said.append) == 2
+    assert "pip install matplotlib" in said[0]

@@ -30,8 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("UNIPOOL_DSN"),
         help="server to use (default: $UNIPOOL_DSN, else a throwaway server)",
     )
-    bench.add_argument("--quick", action="store_true", help="0.5 s per cell, 3 rounds")
+    bench.add_argument(
+        "--quick", action="store_true", help="short cells, 3 rounds, the targets' workloads only"
+    )
     bench.add_argument("--json", metavar="PATH", help="save the raw results here")
+    bench.add_argument("--chart", metavar="PNG", help="draw a chart here (needs matplotlib)")
     bench.add_argument(
         "--only", action="append", metavar="TEXT", help="only systems whose name contains TEXT"
     )
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         from ._bench import bench as run_bench
 
-        return run_bench(args.dsn, args.quick, args.json, args.only)
+        return run_bench(args.dsn, args.quick, args.json, args.only, chart_path=args.chart)
     from ._demo import demo as run_demo
 
     return run_demo(args.dsn, args.seconds, args.workers)

@@ -4,88 +4,28 @@ Every system (a pool, or a "limit": one dedicated connection per worker, no
 pool) runs once per round, in an order rotated from round to round; each round
 opens the system, warms it up, measures every workload for a fixed time and
 closes it. Times are taken by the harness around each operation, never inside
-a pool. The table shows medians over rounds; the ratio to the limit of the
-same driver and runtime is the median of the per-round ratios.
+a pool. The tables show medians over rounds; a ratio (to the limit of the same
+driver and runtime, or between two systems for a target) is the median of the
+per-round ratios.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
-import statistics
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
 
-from .._demo import format_table, server_dsn
-from ._harness import FULL, MAX_SIZE, NOTES, QUICK, SQL, Cell, run_system
+from .._demo import server_dsn
+from ._chart import INSTALL, have_matplotlib, write_chart
+from ._harness import run_system
+from ._report import Report
 from ._systems import systems
+from ._targets import TARGETS, evaluate, targets_table
+from ._workloads import FULL, FULL_WORKLOADS, MAX_SIZE, NAMES, NOTES, QUICK, QUICK_WORKLOADS, SQL
+from ._workloads import Workload as Workload
 
-__all__ = ["FULL", "QUICK", "Report", "bench", "run_bench", "systems"]
-
-
-def _limit_of(cell: Cell, limits: set[tuple[str, str]]) -> tuple[str, str] | None:
-    for runtime in (cell.runtime, "asyncio"):
-        if (cell.driver, runtime) in limits:
-            return cell.driver, runtime
-    return None
-
-
-@dataclass
-class Report:
-    cells: list[Cell]
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def summary(self) -> list[dict[str, Any]]:
-        """One row per system x workload: medians over rounds, in run order."""
-        limits = {(c.driver, c.runtime) for c in self.cells if c.kind == "limit"}
-        limit_rate = {(c.round, c.driver, c.runtime, c.workload, c.workers): c.ops_per_s
-                      for c in self.cells if c.kind == "limit"}  # fmt: skip
-        groups: dict[tuple[str, str, str, int], list[Cell]] = {}
-        for c in sorted(self.cells, key=lambda c: (c.workload != "query", c.workers)):
-            groups.setdefault((c.system, c.runtime, c.workload, c.workers), []).append(c)
-        rows = []
-        for (name, runtime, workload, workers), cells in groups.items():
-            ratios = []
-            lim = _limit_of(cells[0], limits) if workload == "query" else None
-            for c in cells:
-                base = lim and limit_rate.get((c.round, *lim, workload, workers))
-                if base:
-                    ratios.append(c.ops_per_s / base)
-            rows.append({
-                "system": name, "runtime": runtime, "kind": cells[0].kind,
-                "workload": workload, "workers": workers, "rounds": len(cells),
-                "ops_per_s": statistics.median(c.ops_per_s for c in cells),
-                "p50_us": statistics.median(c.p50_us for c in cells),
-                "p99_us": statistics.median(c.p99_us for c in cells),
-                "x_limit": statistics.median(ratios) if ratios else None,
-                "limit": f"{lim[0]} {lim[1]}" if lim and ratios else None,
-            })  # fmt: skip
-        return rows
-
-    def table(self) -> str:
-        header = ["workload", "c", "system", "runtime", "ops/s", "p50 us", "p99 us",
-                  "x limit", "vs"]  # fmt: skip
-        rows = []
-        for r in self.summary():
-            ratio = "-" if r["x_limit"] is None else f"{r['x_limit']:.2f}"
-            vs = "" if r["limit"] is None or r["limit"].endswith(r["runtime"]) else r["limit"]
-            rows.append([r["workload"], str(r["workers"]), r["system"], r["runtime"],
-                         f"{r['ops_per_s']:,.0f}", f"{r['p50_us']:,.0f}", f"{r['p99_us']:,.0f}",
-                         ratio, vs])  # fmt: skip
-        return format_table(header, rows)
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "meta": self.meta,
-                "summary": self.summary(),
-                "cells": [asdict(c) for c in self.cells],
-            },
-            indent=1,
-        )
+__all__ = ["FULL", "QUICK", "TARGETS", "Report", "Workload", "bench", "run_bench", "systems"]
 
 
 def run_bench(
@@ -94,6 +34,7 @@ def run_bench(
     seconds: float,
     rounds: int,
     warmup: float,
+    workloads: Sequence[Workload] = FULL_WORKLOADS,
     only: list[str] | None = None,
     say: Callable[[str], None] = print,
 ) -> Report:
@@ -103,15 +44,20 @@ def run_bench(
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "machine": platform.platform(),
         "cpus": os.cpu_count(), "python": platform.python_version(), "sql": SQL,
         "seconds": seconds, "rounds": rounds, "warmup": warmup, "max_size": MAX_SIZE,
-        "notes": NOTES,
+        "workloads": [f"{w.name} c={w.workers} max={w.size}" for w in workloads],
+        "definitions": NAMES, "notes": NOTES,
     }  # fmt: skip
-    cells: list[Cell] = []
+    cells = []
+    started = time.perf_counter()
     for rnd in range(rounds):
         k = rnd % len(chosen) if chosen else 0
         for system in chosen[k:] + chosen[:k]:
             say(f"round {rnd + 1}/{rounds}: {system.name} ({system.runtime})")
-            cells.extend(run_system(system, dsn, rnd, seconds, warmup))
-    return Report(cells, meta)
+            cells.extend(run_system(system, dsn, rnd, seconds, warmup, workloads))
+    meta["wall_s"] = round(time.perf_counter() - started, 1)
+    report = Report(cells, meta)
+    report.targets = evaluate(report)
+    return report
 
 
 def bench(
@@ -120,8 +66,12 @@ def bench(
     json_path: str | None,
     only: list[str] | None = None,
     say: Callable[[str], None] = print,
+    chart_path: str | None = None,
 ) -> int:
-    """The ``bench`` command: run, print the table, save the JSON; the exit status."""
+    """The ``bench`` command: run, print the tables and targets, save JSON and chart."""
+    if chart_path and not have_matplotlib():
+        say(INSTALL)
+        return 2
     settings = QUICK if quick else FULL
     with server_dsn(dsn, say) as target:
         report = run_bench(
@@ -129,17 +79,27 @@ def bench(
             seconds=settings["seconds"],
             rounds=int(settings["rounds"]),
             warmup=settings["warmup"],
+            workloads=QUICK_WORKLOADS if quick else FULL_WORKLOADS,
             only=only,
             say=say,
         )
+    for section in (report.table(), report.fairness_table()):
+        if section:
+            say("")
+            say(section)
     say("")
-    say(report.table())
-    say("")
-    say(f"{settings['rounds']:g} rounds x {settings['seconds']:g} s per cell; medians over rounds.")
+    say(f"{settings['rounds']:g} rounds x {settings['seconds']:g} s per cell; medians over "
+        f"rounds; {report.meta['wall_s']:g} s.")  # fmt: skip
     for note in NOTES:
         say(f"- {note}")
+    say("")
+    say("targets (a ratio is the median of per-round ratios)")
+    say(targets_table(report.targets))
     if json_path:
         with open(json_path, "w") as f:
             f.write(report.to_json())
         say(f"raw results: {json_path}")
+    if chart_path:
+        write_chart(report, chart_path)
+        say(f"chart: {chart_path}")
     return 0

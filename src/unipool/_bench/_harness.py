@@ -1,65 +1,55 @@
-"""The harness: workloads, what a system offers, and the timed runs."""
+"""The harness: what a system offers, the timed runs, and the cells they give."""
 
 from __future__ import annotations
 
 import contextlib
-import statistics
-import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
-SQL = "SELECT 1"
-MAX_SIZE = 10
-QUICK = {"seconds": 0.5, "rounds": 3, "warmup": 0.2}
-FULL = {"seconds": 3.0, "rounds": 5, "warmup": 1.0}
-NOTES = [
-    f"every pool: max_size={MAX_SIZE}, min_size={MAX_SIZE} where the pool has one "
-    "(psqlpy has none: its connections are opened by the warm-up); other settings default",
-    "psycopg connections (pools and limits) use autocommit, as unipool's do",
-    "asyncpg.create_pool resets each connection on release by default (one round trip)",
-    "warm-up: every system runs 'query' at c=50 for the warm-up time before each round",
-    "limits: 50 connections opened up front, worker i uses the i-th; "
-    "'vs' names the limit used when the driver has none in that runtime",
-]
-
-
-@dataclass(frozen=True)
-class Workload:
-    name: str  # "query": acquire + fetchval(SQL) + release; "acquire": acquire + release
-    workers: int
-
-
-WORKLOADS = (Workload("query", 10), Workload("query", 50), Workload("acquire", 1))
+from ._runners import Times, run_tasks, run_threads, stats
+from ._workloads import HOLD, LIMIT_CAP, Workload, runs
 
 
 @dataclass
 class Ops:
-    """What a system does per operation; ``query(i)`` runs as worker ``i``."""
+    """What a system does per operation; ``op(i)`` runs as worker ``i``.
+
+    ``connection()`` is the pool's acquire as a context manager (None for a
+    limit); ``fetchval`` is the pool's one-call shortcut, where it has one.
+    """
 
     query: Callable[[int], Any]
-    acquire: Callable[[], Any] | None  # None for limits: there is nothing to acquire
+    txn: Callable[[int], Any]
+    connection: Callable[[], Any] | None = None
+    fetchval: Callable[[int], Any] | None = None
 
 
-SyncFactory = Callable[[str, int], contextlib.AbstractContextManager[Ops]]
-AsyncFactory = Callable[[str, int], contextlib.AbstractAsyncContextManager[Ops]]
+SyncFactory = Callable[[str, int, int], contextlib.AbstractContextManager[Ops]]
+AsyncFactory = Callable[[str, int, int], contextlib.AbstractAsyncContextManager[Ops]]
 
 
 @dataclass(frozen=True)
 class System:
+    """A factory of ``Ops``: ``factory(dsn, connections, max_size)``.
+
+    It runs if its driver's module and those in ``needs`` (and trio, for trio) are installed.
+    """
+
     name: str
-    driver: str
+    driver: str  # "asyncpg", "psycopg" or "psqlpy": also its module's name
     runtime: str  # "threads", "asyncio" or "trio"
     kind: str  # "native", "limit" or "unipool"
     factory: SyncFactory | AsyncFactory
+    needs: tuple[str, ...] = ()
 
 
 @dataclass
 class Cell:
-    """One system x workload x round."""
+    """One system x workload x round. For 'fair', the percentiles are of the waits."""
 
     round: int
     system: str
@@ -68,120 +58,126 @@ class Cell:
     kind: str
     workload: str
     workers: int
+    size: int  # the pool's max_size; 0 for a limit
     ops: int
     seconds: float
     ops_per_s: float
     p50_us: float
     p99_us: float
+    max_us: float
+    starved: int
 
 
-def _cell_stats(latencies: list[float], elapsed: float) -> tuple[int, float, float, float]:
-    lat = sorted(latencies)
-    if not lat:
-        return 0, 0.0, 0.0, 0.0
-    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-    return len(lat), len(lat) / elapsed, statistics.median(lat) * 1e6, p99 * 1e6
+def _sync_ops(ops: Ops, waits: Times) -> dict[str, Callable[[int], Any] | None]:
+    connection, clock = ops.connection, time.perf_counter
+    if connection is None:
+        return {"query": ops.query, "txn": ops.txn}
+
+    def acquire(i: int) -> None:
+        with connection():
+            pass
+
+    def hold(i: int) -> None:
+        t0 = clock()
+        with connection():
+            waits[i].append(clock() - t0)
+            time.sleep(HOLD)
+
+    return {"acquire": acquire, "query": ops.query, "fetchval": ops.fetchval, "txn": ops.txn,
+            "fair": hold}  # fmt: skip
 
 
-def run_threads(
-    op: Callable[[int], Any], workers: int, seconds: float
-) -> tuple[list[float], float]:
-    """``workers`` threads released together, each calling ``op(i)`` until time is up."""
-    lists: list[list[float]] = [[] for _ in range(workers)]
-    barrier = threading.Barrier(workers + 1)
-    stop = [0.0]
+def _async_ops(ops: Ops, waits: Times) -> dict[str, Callable[[int], Any] | None]:
+    connection, clock = ops.connection, time.perf_counter
+    if connection is None:
+        return {"query": ops.query, "txn": ops.txn}
 
-    def work(i: int) -> None:
-        mine, clock = lists[i], time.perf_counter
-        barrier.wait()
-        while clock() < stop[0]:
-            t0 = clock()
-            op(i)
-            mine.append(clock() - t0)
+    async def acquire(i: int) -> None:
+        async with connection():
+            pass
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
-    for t in threads:
-        t.start()
-    start = time.perf_counter()
-    stop[0] = start + seconds
-    barrier.wait()
-    for t in threads:
-        t.join()
-    return [x for m in lists for x in m], time.perf_counter() - start
+    async def hold(i: int) -> None:
+        t0 = clock()
+        async with connection():
+            waits[i].append(clock() - t0)
+            await anyio.sleep(HOLD)
+
+    return {"acquire": acquire, "query": ops.query, "fetchval": ops.fetchval, "txn": ops.txn,
+            "fair": hold}  # fmt: skip
 
 
-async def run_tasks(
-    op: Callable[[int], Awaitable[Any]], workers: int, seconds: float
-) -> tuple[list[float], float]:
-    """``workers`` tasks released together, each awaiting ``op(i)`` until time is up."""
-    lists: list[list[float]] = [[] for _ in range(workers)]
-    ready, go = anyio.Event(), anyio.Event()
-    waiting = [0]
-    stop = [0.0]
-
-    async def work(i: int) -> None:
-        mine, clock = lists[i], time.perf_counter
-        waiting[0] += 1
-        if waiting[0] == workers:
-            ready.set()
-        await go.wait()
-        while clock() < stop[0]:
-            t0 = clock()
-            await op(i)
-            mine.append(clock() - t0)
-
-    async with anyio.create_task_group() as tg:
-        for i in range(workers):
-            tg.start_soon(work, i)
-        await ready.wait()
-        start = time.perf_counter()
-        stop[0] = start + seconds
-        go.set()
-    return [x for m in lists for x in m], time.perf_counter() - start
+def _cell(system: System, rnd: int, w: Workload, times: Times, elapsed: float) -> Cell:
+    s = stats(times)
+    size = 0 if system.kind == "limit" else w.size
+    return Cell(rnd, system.name, system.driver, system.runtime, system.kind, w.name, w.workers,
+                size, s.ops, elapsed, s.ops / elapsed, s.p50_us, s.p99_us, s.max_us,
+                s.starved)  # fmt: skip
 
 
-def _cells(
-    system: System, rnd: int, measured: list[tuple[Workload, list[float], float]]
-) -> list[Cell]:
-    out = []
-    for w, lat, elapsed in measured:
-        ops, rate, p50, p99 = _cell_stats(lat, elapsed)
-        out.append(Cell(rnd, system.name, system.driver, system.runtime, system.kind,
-                        w.name, w.workers, ops, elapsed, rate, p50, p99))  # fmt: skip
-    return out
+@dataclass(frozen=True)
+class _Batch:
+    """The workloads a system runs with one pool size, on one opening."""
+
+    system: System
+    dsn: str
+    conns: int  # a limit's connections (its most workers); a pool's max_size
+    size: int
+    warm: int  # workers of the warm-up
+    seconds: float
+    warmup: float
+    workloads: list[Workload]
 
 
-def _workloads(system: System) -> list[Workload]:
-    return [w for w in WORKLOADS if w.name == "query" or system.kind != "limit"]
+Measured = list[tuple[Workload, Times, float]]
 
 
-def _acquire_only(ops: Ops) -> Callable[[int], Any]:
-    acquire = ops.acquire
-    assert acquire is not None
-    return lambda i: acquire()
+def _sync_batch(b: _Batch) -> Measured:
+    factory: Any = b.system.factory
+    done = []
+    with factory(b.dsn, b.conns, b.size) as ops:
+        run_threads(ops.query, b.warm, b.warmup)
+        for w in b.workloads:
+            waits: Times = [[] for _ in range(w.workers)]
+            op = _sync_ops(ops, waits).get(w.name)
+            if op is not None:
+                times, elapsed = run_threads(op, w.workers, b.seconds)
+                done.append((w, waits if w.name == "fair" else times, elapsed))
+    return done
 
 
-def run_system(system: System, dsn: str, rnd: int, seconds: float, warmup: float) -> list[Cell]:
-    """Open ``system``, warm it up, measure each of its workloads, close it."""
-    todo = _workloads(system)
-    most = max(w.workers for w in WORKLOADS)
-    measured: list[tuple[Workload, list[float], float]] = []
-    if system.runtime == "threads":
-        factory: Any = system.factory
-        with factory(dsn, most) as ops:
-            run_threads(ops.query, most, warmup)
-            for w in todo:
-                op = ops.query if w.name == "query" else _acquire_only(ops)
-                measured.append((w, *run_threads(op, w.workers, seconds)))
-        return _cells(system, rnd, measured)
+def _async_batch(b: _Batch) -> Measured:
+    factory: Any = b.system.factory
+    done = []
 
     async def main() -> None:
-        factory: Any = system.factory
-        async with factory(dsn, most) as ops:
-            await run_tasks(ops.query, most, warmup)
-            for w in todo:
-                op = ops.query if w.name == "query" else _acquire_only(ops)
-                measured.append((w, *await run_tasks(op, w.workers, seconds)))
+        async with factory(b.dsn, b.conns, b.size) as ops:
+            await run_tasks(ops.query, b.warm, b.warmup)
+            for w in b.workloads:
+                waits: Times = [[] for _ in range(w.workers)]
+                op = _async_ops(ops, waits).get(w.name)
+                if op is not None:
+                    times, elapsed = await run_tasks(op, w.workers, b.seconds)
+                    done.append((w, waits if w.name == "fair" else times, elapsed))
 
-    anyio.run(main, backend=system.runtime)
-    return _cells(system, rnd, measured)
+    anyio.run(main, backend=b.system.runtime)
+    return done
+
+
+def run_system(
+    system: System, dsn: str, rnd: int, seconds: float, warmup: float, workloads: Sequence[Workload]
+) -> list[Cell]:
+    """Open ``system`` once per pool size, warm it up, measure its workloads, close it.
+
+    For 'fair' the cell's times are the waits for acquire; otherwise whole operations.
+    """
+    todo = [w for w in workloads if runs(system.kind, system.runtime, w)]
+    run = _sync_batch if system.runtime == "threads" else _async_batch
+    out: list[Cell] = []
+    for size in sorted({w.size for w in todo}):
+        batch = [w for w in todo if w.size == size]
+        limit = system.kind == "limit"
+        conns = max(w.workers for w in batch) if limit else size
+        warm = min(LIMIT_CAP, conns) if limit else LIMIT_CAP
+        measured = run(_Batch(system, dsn, conns, size, warm, seconds, warmup, batch))
+        out.extend(_cell(system, rnd, w, times, elapsed) for w, times, elapsed in measured)
+    return out

@@ -1,0 +1,124 @@
+"""The report: cells by round, medians and per-round ratios, the tables and the JSON."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .._demo import format_table
+from ._harness import Cell
+from ._workloads import NAMES
+
+#: A cell's identity across rounds: system, runtime, workload, workers, size.
+Key = tuple[str, str, str, int, int]
+#: The limit's workload each pool workload is compared with.
+_LIMIT_WORKLOAD = {"query": "query", "fetchval": "query", "txn": "txn"}
+
+
+def key(c: Cell) -> Key:
+    return c.system, c.runtime, c.workload, c.workers, c.size
+
+
+def wait_ratio(c: Cell) -> float:
+    """p99 over p50 (for 'fair': of the waits for acquire)."""
+    return c.p99_us / c.p50_us if c.p50_us else float("inf")
+
+
+@dataclass
+class Report:
+    cells: list[Cell]
+    meta: dict[str, Any] = field(default_factory=dict)
+    targets: list[dict[str, Any]] = field(default_factory=list)
+
+    def by_round(self, k: Key) -> dict[int, Cell]:
+        return {c.round: c for c in self.cells if key(c) == k}
+
+    def ratios(self, num: Key, den: Key, metric: Callable[[Cell], float]) -> list[float]:
+        """``metric(num) / metric(den)`` in each round that has both."""
+        a, b = self.by_round(num), self.by_round(den)
+        return [metric(a[r]) / metric(b[r]) for r in sorted(a.keys() & b.keys()) if metric(b[r])]
+
+    def limit_of(self, c: Cell) -> Key | None:
+        """The limit a cell is compared with: same driver and c, same runtime or else asyncio."""
+        workload = _LIMIT_WORKLOAD.get(c.workload)
+        have = {key(x) for x in self.cells if x.kind == "limit"}
+        for runtime in (c.runtime, "asyncio"):
+            k = (f"limit {c.driver}", runtime, workload or "", c.workers, 0)
+            if workload and k in have:
+                return k
+        return None
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per system x workload x c x size, medians over rounds, in table order."""
+        order = list(NAMES)
+        groups: dict[Key, list[Cell]] = {}
+        for c in sorted(self.cells, key=lambda c: (order.index(c.workload), c.workers, c.size)):
+            groups.setdefault(key(c), []).append(c)
+        rows = []
+        for k, cells in groups.items():
+            first = cells[0]
+            lim = self.limit_of(first)
+            x_limit = self.ratios(k, lim, lambda c: c.ops_per_s) if lim else []
+            c50 = (*k[:3], 50, k[4])
+            grows = first.workload == "query" and first.workers > 50
+            x_c50 = self.ratios(k, c50, lambda c: c.ops_per_s) if grows else []
+            fair = first.workload == "fair"
+            rows.append({
+                "system": first.system, "runtime": first.runtime, "kind": first.kind,
+                "workload": first.workload, "workers": first.workers, "size": first.size,
+                "rounds": len(cells),
+                "ops_per_s": statistics.median(c.ops_per_s for c in cells),
+                "p50_us": statistics.median(c.p50_us for c in cells),
+                "p99_us": statistics.median(c.p99_us for c in cells),
+                "max_us": max(c.max_us for c in cells),
+                "starved": max(c.starved for c in cells),
+                "wait_ratio": statistics.median(wait_ratio(c) for c in cells) if fair else None,
+                "x_limit": statistics.median(x_limit) if x_limit else None,
+                "limit": f"{lim[0]} {lim[1]}" if lim and x_limit else None,
+                "x_c50": statistics.median(x_c50) if x_c50 else None,
+            })  # fmt: skip
+        return rows
+
+    def table(self) -> str:
+        """Every workload but 'fair', one row per system x workload x c x size."""
+        header = ["workload", "c", "max", "system", "runtime", "ops/s", "p50 us", "p99 us",
+                  "x limit", "vs", "x c=50"]  # fmt: skip
+        rows = []
+        for r in self.summary():
+            if r["workload"] == "fair":
+                continue
+            vs = "" if r["limit"] is None or r["limit"].endswith(r["runtime"]) else r["limit"]
+            rows.append([r["workload"], str(r["workers"]), str(r["size"] or "-"), r["system"],
+                         r["runtime"], f"{r['ops_per_s']:,.0f}", f"{r['p50_us']:,.1f}",
+                         f"{r['p99_us']:,.0f}", _ratio(r["x_limit"]), vs,
+                         _ratio(r["x_c50"])])  # fmt: skip
+        return format_table(header, rows)
+
+    def fairness_table(self) -> str:
+        """The 'fair' rows: the waits for acquire, in milliseconds."""
+        header = ["fair", "c", "max", "system", "runtime", "ops/s", "wait p50 ms", "p99 ms",
+                  "max ms", "p99/p50", "starved"]  # fmt: skip
+        rows = [["fair", str(r["workers"]), str(r["size"]), r["system"], r["runtime"],
+                 f"{r['ops_per_s']:,.0f}", f"{r['p50_us'] / 1e3:,.1f}",
+                 f"{r['p99_us'] / 1e3:,.1f}", f"{r['max_us'] / 1e3:,.1f}",
+                 _ratio(r["wait_ratio"]), str(r["starved"])]
+                for r in self.summary() if r["workload"] == "fair"]  # fmt: skip
+        return format_table(header, rows) if rows else ""
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "meta": self.meta,
+                "summary": self.summary(),
+                "targets": self.targets,
+                "cells": [asdict(c) for c in self.cells],
+            },
+            indent=1,
+        )
+
+
+def _ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"

@@ -1,0 +1,104 @@
+"""Timed runs: workers released together, each looping until the deadline; their statistics."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+
+@dataclass(frozen=True)
+class Stats:
+    ops: int
+    p50_us: float
+    p99_us: float
+    max_us: float
+    starved: int
+
+
+def stats(per_worker: Sequence[Sequence[float]]) -> Stats:
+    """Percentiles (in us) of every worker's times (seconds), and the starved workers.
+
+    A worker's loop ends with the first operation that ends past the deadline,
+    so a worker with fewer than two times completed nothing within the cell.
+    p99 is the value at rank ``int(0.99 n)`` of the sorted times.
+    """
+    times = sorted(t for mine in per_worker for t in mine)
+    starved = sum(len(mine) < 2 for mine in per_worker)
+    if not times:
+        return Stats(0, 0.0, 0.0, 0.0, starved)
+    p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+    return Stats(len(times), statistics.median(times) * 1e6, p99 * 1e6, times[-1] * 1e6, starved)
+
+
+Times = list[list[float]]
+
+
+def run_threads(op: Callable[[int], Any], workers: int, seconds: float) -> tuple[Times, float]:
+    """``workers`` threads released together, each calling ``op(i)`` until time is up."""
+    lists: Times = [[] for _ in range(workers)]
+    barrier = threading.Barrier(workers + 1)
+    stop = [0.0]
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        mine, clock = lists[i], time.perf_counter
+        barrier.wait()
+        t1 = clock()
+        try:
+            while t1 < stop[0]:
+                t0 = clock()
+                op(i)
+                t1 = clock()
+                mine.append(t1 - t0)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
+    for t in threads:
+        t.start()
+    start = time.perf_counter()
+    stop[0] = start + seconds
+    barrier.wait()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return lists, time.perf_counter() - start
+
+
+async def run_tasks(
+    op: Callable[[int], Awaitable[Any]], workers: int, seconds: float
+) -> tuple[Times, float]:
+    """``workers`` tasks released together, each awaiting ``op(i)`` until time is up."""
+    lists: Times = [[] for _ in range(workers)]
+    ready, go = anyio.Event(), anyio.Event()
+    waiting = [0]
+    stop = [0.0]
+
+    async def work(i: int) -> None:
+        mine, clock = lists[i], time.perf_counter
+        waiting[0] += 1
+        if waiting[0] == workers:
+            ready.set()
+        await go.wait()
+        t1 = clock()
+        while t1 < stop[0]:
+            t0 = clock()
+            await op(i)
+            t1 = clock()
+            mine.append(t1 - t0)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(workers):
+            tg.start_soon(work, i)
+        await ready.wait()
+        start = time.perf_counter()
+        stop[0] = start + seconds
+        go.set()
+    return lists, time.perf_counter() - start
