@@ -26,6 +26,7 @@ async def test_getters_and_stats(make_pool: PoolFactory) -> None:
             "max_idle",
             "broken",
             "expired",
+            "abandoned",
         }
         assert "admin-pool" in repr(p)
 

@@ -25,15 +25,21 @@ _RELEASED = "this connection was released to the pool; acquire a new one"
 class _Borrowed:
     """State shared by both faces of a borrowed connection."""
 
-    __slots__ = ("_depth", "_dirty", "_driver", "_slot")
+    __slots__ = ("_depth", "_dirty", "_driver", "_face", "_slot")
 
     _driver: Any
 
-    def __init__(self, slot: Slot) -> None:
+    def __init__(self, slot: Slot, face: Any = None) -> None:
         self._slot: Slot | None = slot
         self._driver = slot.conn
+        self._face = face  # told if this object is collected while still borrowed
         self._dirty = False
         self._depth = 0
+
+    def __del__(self) -> None:
+        slot = getattr(self, "_slot", None)
+        if slot is not None and self._face is not None:
+            self._face.abandoned(slot)
 
     def _use(self, sql: str) -> Any:
         """Account for one statement; the driver connection to run it on."""

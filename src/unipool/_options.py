@@ -29,6 +29,7 @@ class PoolOptions:
     command_timeout: float | None = None
     reconnect_timeout: float | None = 300.0
     check: float | None = 1.0
+    leak_timeout: float | None = None
     connect: Callable[..., Any] | None = None
     init: Callable[..., Any] | None = None
     setup: Callable[..., Any] | None = None
@@ -54,6 +55,7 @@ _OPTIONAL_SECONDS = (
     "command_timeout",
     "reconnect_timeout",
     "check",
+    "leak_timeout",
 )
 _HOOKS = ("connect", "init", "setup", "reset")
 

@@ -98,6 +98,7 @@ class Pool:
             max_idle=o.max_idle,
             check_after=self._check_after(),
             reconnect_timeout=o.reconnect_timeout,
+            leak_timeout=o.leak_timeout,
         )
         self._core = PoolCore(config, random.Random())
         return self._core
@@ -351,25 +352,7 @@ class Pool:
         core = self._core
         o = self._options
         if core is None:
-            return PoolStats(
-                o.name,
-                o.min_size,
-                o.max_size,
-                0,
-                0,
-                0,
-                0,
-                self._closed,
-                0,
-                0,
-                0.0,
-                0.0,
-                0,
-                0,
-                0,
-                0,
-                {},
-            )
+            return PoolStats(o.name, o.min_size, o.max_size, closing=self._closed)
         c = core.counters
         return PoolStats(
             name=o.name, min_size=core.config.min_size, max_size=core.config.max_size,
@@ -378,7 +361,7 @@ class Pool:
             acquire_timeouts=c.acquire_timeouts, wait_time_total=c.wait_time_total,
             wait_time_max=c.wait_time_max, connects=c.connects, connect_errors=c.connect_errors,
             connections_lost=c.connections_lost, connections_closed=c.connections_closed,
-            recycled=dict(c.recycled),
+            overdue=c.overdue, recycled=dict(c.recycled),
         )  # fmt: skip
 
     def get_size(self) -> int:

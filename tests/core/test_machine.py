@@ -33,6 +33,7 @@ from unipool._core import (
     Close,
     CoreConfig,
     Open,
+    Overdue,
     PoolCore,
     Slot,
     Waiter,
@@ -63,6 +64,7 @@ class Harness:
         self.closes: list[Slot] = []  # Close actions not yet reported on
         self.close_reasons: list[str] = []  # every Close action's reason, in order
         self.woken: list[Waiter] = []  # every Wake action's waiter, in order
+        self.overdue: list[Overdue] = []  # every Overdue action, in order
         self.history: list[Action] = []
         self.last: list[Action] = []  # the actions of the last step
 
@@ -81,6 +83,9 @@ class Harness:
                 assert action.slot not in self.closes, "closed twice"
                 self.closes.append(action.slot)
                 self.close_reasons.append(action.reason)
+            elif isinstance(action, Overdue):
+                assert action.slot.state in (IN_USE, CHECKING)
+                self.overdue.append(action)
             else:
                 assert isinstance(action, Wake)
                 assert action.waiter.done
@@ -1124,6 +1129,7 @@ def test_counters_are_exact() -> None:
         "max_idle": 0,
         "broken": 2,
         "expired": 0,
+        "abandoned": 0,
     }
 
 
@@ -1199,3 +1205,66 @@ def test_filled_counts_open_connections_against_min_size() -> None:
     assert core.filled()
     slot = core.acquire(0.0)
     assert isinstance(slot, Slot) and core.filled()
+
+
+# -- leaks -------------------------------------------------------------------
+
+
+def test_a_borrow_held_past_leak_timeout_is_reported_once() -> None:
+    h = Harness(min_size=2, max_size=2, leak_timeout=10.0)
+    h.fill()
+    held = h.get()
+    h.advance(4)
+    brief = h.get()
+    assert h.core.next_deadline() == 10.0  # the oldest borrow comes due first
+    h.give_back(brief)
+    h.at(9.9).tick()
+    assert h.overdue == []
+    h.at(10.0).tick()
+    assert [(a.slot, a.held_for) for a in h.overdue] == [(held, 10.0)]
+    assert h.core.counters.overdue == 1
+    assert h.core.next_deadline() == math.inf
+    h.advance(100).tick()
+    assert len(h.overdue) == 1  # once per borrow
+    h.give_back(held)
+    again = h.get()
+    assert again is held
+    h.advance(10).tick()
+    assert len(h.overdue) == 2 and h.core.counters.overdue == 2
+
+
+def test_a_granted_waiter_starts_its_own_leak_clock() -> None:
+    h = Harness(min_size=1, max_size=1, leak_timeout=5.0)
+    h.fill()
+    first = h.get()
+    waiter = h.wait()
+    h.advance(3)
+    h.give_back(first)
+    slot = h.accept(waiter)
+    assert slot.lent_at == 3.0
+    h.at(7.9).tick()
+    assert h.overdue == []
+    h.at(8.0).tick()
+    assert [a.slot for a in h.overdue] == [slot]
+
+
+def test_no_leak_timeout_no_reports() -> None:
+    h = Harness(min_size=1, max_size=1)
+    h.fill()
+    h.get()
+    h.advance(10**6).tick()
+    assert h.overdue == [] and h.core.next_deadline() == math.inf
+
+
+def test_an_abandoned_borrow_is_closed_and_replaced() -> None:
+    h = Harness(min_size=1, max_size=1)
+    h.fill()
+    slot = h.get()
+    waiter = h.wait()
+    h.release(slot, reusable=False, cause="abandoned")
+    assert h.close_reasons == ["abandoned"]
+    assert h.core.counters.recycled["abandoned"] == 1
+    assert h.core.counters.connections_lost == 0
+    h.finish_closes()
+    h.connect()
+    assert waiter.done and h.accept(waiter).state is IN_USE

@@ -45,7 +45,8 @@ opened before it as suspect: each is checked at its next hand-out instead of
 being pinged one by one.
 
 The facade reads decisions from :attr:`PoolCore.actions` after each event:
-``Open(slot)``, ``Close(slot)`` and ``Wake(waiter)``. Time-driven work runs in
+``Open(slot)``, ``Close(slot)``, ``Wake(waiter)`` and ``Overdue(slot)`` (a
+borrow held past ``leak_timeout``, reported once). Time-driven work runs in
 :meth:`PoolCore.tick`; :meth:`PoolCore.next_deadline` tells when it is due.
 """
 
@@ -62,7 +63,7 @@ from typing import Any
 from .._errors import PoolClosed, TooManyWaiters
 from .policy import Backoff, expiry
 
-RECYCLE_CAUSES = ("max_queries", "max_lifetime", "max_idle", "broken", "expired")
+RECYCLE_CAUSES = ("max_queries", "max_lifetime", "max_idle", "broken", "expired", "abandoned")
 
 
 class SlotState(enum.Enum):
@@ -97,6 +98,9 @@ class Slot:
     queries: int = 0
     conn: Any = None
     owner: Waiter | None = None
+    lent_at: float = 0.0
+    lent_by: Any = None  # the facade's note of who borrowed it (for leak reports)
+    overdue: bool = False
 
     def __repr__(self) -> str:
         return f"<Slot {self.id} {self.state.value}>"
@@ -140,7 +144,15 @@ class Wake:
     waiter: Waiter
 
 
-Action = Open | Close | Wake
+@dataclass(frozen=True, slots=True)
+class Overdue:
+    """``slot`` has been borrowed for longer than ``leak_timeout``: report it (once)."""
+
+    slot: Slot
+    held_for: float
+
+
+Action = Open | Close | Wake | Overdue
 
 
 @dataclass
@@ -155,6 +167,7 @@ class CoreConfig:
     max_idle: float | None = 600.0
     check_after: float | None = 1.0
     reconnect_timeout: float | None = 300.0
+    leak_timeout: float | None = None
 
 
 @dataclass
@@ -169,6 +182,7 @@ class Counters:
     connect_errors: int = 0
     connections_lost: int = 0
     connections_closed: int = 0
+    overdue: int = 0
     recycled: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RECYCLE_CAUSES, 0))
 
 
@@ -274,6 +288,8 @@ class PoolCore:
         assert slot is not None and slot.state is GRANTED and slot.owner is waiter
         slot.owner = None
         slot.state = CHECKING if self._needs_check(slot, now) else IN_USE
+        slot.lent_at = now
+        slot.overdue = False
         waited = now - waiter.enqueued_at
         c = self.counters
         if slot.state is IN_USE:
@@ -328,6 +344,8 @@ class PoolCore:
                 self._grow(now)
                 continue
             slot.state = CHECKING if self._needs_check(slot, now) else IN_USE
+            slot.lent_at = now
+            slot.overdue = False
             return slot
         return None
 
@@ -497,6 +515,16 @@ class PoolCore:
                 self._close(slot, reason, now)
         self._idle = keep
         self._grow(now)
+        limit = cfg.leak_timeout
+        if limit is not None:
+            for slot in self._lent():
+                if not slot.overdue and now - slot.lent_at >= limit:
+                    slot.overdue = True
+                    self.counters.overdue += 1
+                    self.actions.append(Overdue(slot, now - slot.lent_at))
+
+    def _lent(self) -> Iterator[Slot]:
+        return (s for s in self.slots.values() if s.state is IN_USE or s.state is CHECKING)
 
     def next_deadline(self) -> float:
         """When :meth:`tick` next has work to do (``math.inf`` if never)."""
@@ -516,6 +544,10 @@ class PoolCore:
             deadline = min(deadline, slot.expires_at)
             if surplus > 0 and cfg.max_idle is not None:
                 deadline = min(deadline, slot.idle_since + cfg.max_idle)
+        if cfg.leak_timeout is not None:
+            for slot in self._lent():
+                if not slot.overdue:
+                    deadline = min(deadline, slot.lent_at + cfg.leak_timeout)
         return deadline
 
     def open(self, now: float) -> None:

@@ -19,12 +19,19 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._connection import AsyncConnection
-from .._core import CHECKING, CLOSING, Close, Open, PoolCore, Slot, Waiter, Wake
+from .._core import CHECKING, CLOSING, IN_USE, Close, Open, Overdue, PoolCore, Slot, Waiter, Wake
 from .._core.machine import Action
 from .._errors import Error
 from .._options import PoolOptions
 from ..backends.base import AsyncConn, Backend, ConnectParams, Runtime
-from .common import is_fatal, logger, pool_timeout
+from .common import (
+    borrow_site,
+    is_fatal,
+    logger,
+    pool_timeout,
+    report_abandoned,
+    report_overdue,
+)
 from .parking import parking_for
 
 _HOUSEKEEPING_MAX_SLEEP = 1.0
@@ -50,6 +57,8 @@ class AsyncFace:
         self.runtime = runtime
         self._now = clock
         self._parking = parking_for(runtime)
+        self._call_soon = _call_soon_threadsafe(runtime)
+        self._abandoned: deque[Slot] = deque()
         self._tg: TaskGroup | None = None
         self._pending: deque[Slot] = deque()
         self._next_tick = -math.inf
@@ -152,7 +161,9 @@ class AsyncFace:
             if needs_check and not await self._check(slot):
                 now = self._now()
                 continue
-            conn = AsyncConnection(slot)
+            if self.options.leak_timeout is not None:
+                slot.lent_by = borrow_site()
+            conn = AsyncConnection(slot, self)
             setup = self.options.setup
             if setup is not None:
                 await self._run_hook(setup, conn)
@@ -235,6 +246,32 @@ class AsyncFace:
             return False
         return True
 
+    def abandoned(self, slot: Slot) -> None:
+        """A borrowed connection was garbage-collected: any thread, any moment; reap it soon."""
+        self._abandoned.append(slot)
+        try:
+            self._call_soon(self._reap)
+        except RuntimeError:  # the event loop is gone: so is the pool
+            pass
+
+    def _reap(self) -> None:
+        """Terminate abandoned connections and free their places (runs on the loop, no await)."""
+        core = self.core
+        while self._abandoned:
+            slot = self._abandoned.popleft()
+            if slot.state is not IN_USE and slot.state is not CHECKING:
+                continue  # the pool was terminated meanwhile
+            report_abandoned(self.options.name)
+            try:
+                slot.conn.terminate()
+            except Exception as exc:  # it is being dropped either way
+                logger.debug("error terminating a connection: %s", exc)
+            core.release(slot, self._now(), reusable=False, cause="abandoned")
+            for closing in self._dispatch(core.take_actions()):  # only this slot
+                core.closed(closing, self._now())
+                self._dispatch(core.take_actions())
+        self._check_drained()
+
     async def _release_slot(self, slot: Slot, *, reusable: bool, cause: str) -> None:
         self.core.release(slot, self._now(), reusable=reusable, cause=cause)
         await self._run(self.core.take_actions())
@@ -258,6 +295,8 @@ class AsyncFace:
                 self._parking.wake(action.waiter.token)
             elif action.__class__ is Open:
                 self._spawn_open(action.slot)
+            elif action.__class__ is Overdue:
+                report_overdue(self.options.name, action)
             else:
                 assert isinstance(action, Close)
                 closes.append(action.slot)
@@ -350,3 +389,14 @@ class AsyncFace:
                 with anyio.CancelScope(deadline=self._next_tick):
                     await self._nudge.wait()
                 self._nudge = anyio.Event()
+
+
+def _call_soon_threadsafe(runtime: str) -> Callable[[Callable[[], None]], object]:
+    """Schedule a callback on this event loop, from any thread (or a finalizer)."""
+    if runtime == "asyncio":
+        import asyncio
+
+        return asyncio.get_running_loop().call_soon_threadsafe
+    import trio
+
+    return trio.lowlevel.current_trio_token().run_sync_soon

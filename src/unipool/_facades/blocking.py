@@ -11,16 +11,24 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from .._connection import Connection
-from .._core import CHECKING, Close, Open, PoolCore, Slot, Waiter, Wake
+from .._core import CHECKING, Close, Open, Overdue, PoolCore, Slot, Waiter, Wake
 from .._core.machine import Action
 from .._errors import Error, PoolTimeout
 from .._options import PoolOptions
 from ..backends.base import Backend, ConnectParams, SyncConn
-from .common import is_fatal, logger, pool_timeout
+from .common import (
+    borrow_site,
+    is_fatal,
+    logger,
+    pool_timeout,
+    report_abandoned,
+    report_overdue,
+)
 
 _monotonic = time.monotonic
 _HOUSEKEEPING_MAX_SLEEP = 1.0
@@ -41,6 +49,7 @@ class BlockingFace:
         self._drained = threading.Event()
         self._stopped = False
         self._housekeeper: threading.Thread | None = None
+        self._abandoned: deque[Slot] = deque()
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -109,7 +118,9 @@ class BlockingFace:
             needs_check = slot.state is CHECKING or not slot.conn.alive()
             if needs_check and not self._check(slot):
                 continue
-            conn = Connection(slot)
+            if self.options.leak_timeout is not None:
+                slot.lent_by = borrow_site()
+            conn = Connection(slot, self)
             setup = self.options.setup
             if setup is not None:
                 self._run_hook(setup, conn)
@@ -170,6 +181,16 @@ class BlockingFace:
                 raise
         self._release_slot(slot, reusable=reusable, cause=cause)
 
+    def abandoned(self, slot: Slot) -> None:
+        """A borrowed connection was garbage-collected: any thread, any moment; reap it later."""
+        self._abandoned.append(slot)
+
+    def _reap(self) -> None:
+        while self._abandoned:
+            slot = self._abandoned.popleft()
+            report_abandoned(self.options.name)
+            self._release_slot(slot, reusable=False, cause="abandoned")
+
     def _release_slot(self, slot: Slot, *, reusable: bool, cause: str) -> None:
         with self._lock:
             self.core.release(slot, _monotonic(), reusable=reusable, cause=cause)
@@ -195,6 +216,8 @@ class BlockingFace:
                 threading.Thread(
                     target=self._open_slot, args=(action.slot,), name="unipool-connect", daemon=True
                 ).start()
+            elif action.__class__ is Overdue:
+                report_overdue(self.options.name, action)
             else:
                 assert isinstance(action, Close)
                 self._close_slot(action.slot)
@@ -240,6 +263,8 @@ class BlockingFace:
 
     def tick(self) -> float:
         """Run the core's timed work; seconds until it is due again."""
+        if self._abandoned:
+            self._reap()
         with self._lock:
             now = _monotonic()
             self.core.tick(now)
