@@ -92,7 +92,7 @@ class Report:
                 continue
             vs = "" if r["limit"] is None or r["limit"].endswith(r["runtime"]) else r["limit"]
             rows.append([r["workload"], str(r["workers"]), str(r["size"] or "-"), r["system"],
-                         r["runtime"], f"{r['ops_per_s']:,.0f}", f"{r['p50_us']:,.1f}",
+                         r["runtime"], f"{r['ops_per_s']:,.0f}", _us(r["p50_us"]),
                          f"{r['p99_us']:,.0f}", _ratio(r["x_limit"]), vs,
                          _ratio(r["x_c50"])])  # fmt: skip
         return format_table(header, rows)
@@ -118,6 +118,10 @@ class Report:
             },
             indent=1,
         )
+
+
+def _us(x: float) -> str:
+    return f"{x:,.1f}" if x < 100 else f"{x:,.0f}"
 
 
 def _ratio(x: float | None) -> str:

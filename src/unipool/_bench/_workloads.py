@@ -45,7 +45,7 @@ QUICK_WORKLOADS = (
 )
 
 QUICK = {"seconds": 0.25, "rounds": 3, "warmup": 0.1}
-FULL = {"seconds": 2.0, "rounds": 5, "warmup": 0.5}
+FULL = {"seconds": 1.0, "rounds": 5, "warmup": 0.5}
 
 
 def runs(kind: str, runtime: str, w: Workload) -> bool:
