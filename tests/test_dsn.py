@@ -24,6 +24,7 @@ PG_ENV = (
     "PGCONNECT_TIMEOUT",
     "PGOPTIONS",
     "PGTARGETSESSIONATTRS",
+    "PGSSLROOTCERT",
 )
 SETTINGS = settings(max_examples=300, deadline=None, database=None)
 
@@ -163,6 +164,7 @@ def test_environment_supplies_everything(monkeypatch: pytest.MonkeyPatch) -> Non
         "PGCONNECT_TIMEOUT": "7",
         "PGOPTIONS": "-c work_mem=64MB",
         "PGTARGETSESSIONATTRS": "primary",
+        "PGSSLROOTCERT": "/etc/ca.crt",
     }
     for var, value in env.items():
         monkeypatch.setenv(var, value)
@@ -177,6 +179,7 @@ def test_environment_supplies_everything(monkeypatch: pytest.MonkeyPatch) -> Non
             "connect_timeout": "7",
             "options": "-c work_mem=64MB",
             "target_session_attrs": "primary",
+            "sslrootcert": "/etc/ca.crt",
         },
     )
     assert parse_dsn(None) == expected

@@ -25,6 +25,7 @@ __all__ = [
     "check_params",
     "parse_dsn",
     "redact_dsn",
+    "root_cert",
     "scrub",
     "tcp_options",
 ]
@@ -52,6 +53,7 @@ _ENV_VARS = (
     ("PGCONNECT_TIMEOUT", "connect_timeout"),
     ("PGOPTIONS", "options"),
     ("PGTARGETSESSIONATTRS", "target_session_attrs"),
+    ("PGSSLROOTCERT", "sslrootcert"),
 )
 
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
@@ -702,12 +704,28 @@ def check_params(info: ConnInfo) -> None:
     """Check the parameters whose values every backend interprets (no I/O).
 
     Raises:
-        ValueError: a bad ``sslmode``, ``connect_timeout`` or TCP parameter, naming it.
+        ValueError: a bad ``sslmode``, ``connect_timeout`` or TCP parameter, naming it;
+            or a certificate check asked for without the root certificate file.
     """
     sslmode = info.params.get("sslmode")
     if sslmode is not None and sslmode not in SSL_MODES:
         shown = f" {sslmode!r}" if _SHOWN_VALUE_RE.fullmatch(sslmode) else ""
         raise ValueError(f"invalid DSN: sslmode{shown} is not one of {', '.join(SSL_MODES)}")
+    if sslmode in ("verify-ca", "verify-full"):
+        root = root_cert(info)
+        if root != "system" and not os.path.isfile(root):
+            raise ValueError(
+                f"invalid DSN: sslmode={sslmode} needs the certificate of the server's "
+                f"authority, and the sslrootcert file {root!r} does not exist"
+            )
     tcp_options(info.params)
     if "connect_timeout" in info.params:
         _whole_number("connect_timeout", info.params["connect_timeout"])
+
+
+def root_cert(info: ConnInfo) -> str:
+    """The ``sslrootcert`` in force: the DSN's, else libpq's default ``~/.postgresql/root.crt``."""
+    given = info.params.get("sslrootcert")
+    if given:
+        return given
+    return os.path.join(os.path.expanduser("~"), ".postgresql", "root.crt")

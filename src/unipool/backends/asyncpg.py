@@ -204,7 +204,7 @@ def _connect_error(exc: BaseException, params: ConnectParams) -> ConnectError:
         message = f"{os.strerror(exc.errno)}: {message}"  # "Connect call failed" says not why
     message = scrub(message or type(exc).__name__, params.secrets)
     sqlstate = getattr(exc, "sqlstate", None)
-    if sqlstate is None and isinstance(exc, OSError):
+    if sqlstate is None:  # no server answer: refused, unreachable, timed out, TLS failed
         sqlstate = "08001"
     return ConnectError(message, sqlstate=sqlstate)
 

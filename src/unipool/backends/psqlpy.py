@@ -35,7 +35,9 @@ import contextlib
 import datetime as dt
 import functools
 import json
+import os
 import re
+import ssl
 import struct
 import uuid
 import weakref
@@ -49,7 +51,7 @@ import anyio
 import psqlpy
 from psqlpy import exceptions as pe
 
-from .._dsn import TCP_PARAMS, ConnInfo, parse_dsn, scrub, tcp_options
+from .._dsn import TCP_PARAMS, ConnInfo, parse_dsn, root_cert, scrub, tcp_options
 from .._errors import (
     CommandTimeout,
     ConnectError,
@@ -1053,6 +1055,12 @@ _SSL_MODES = {
 
 def _check_dsn(info: ConnInfo) -> None:
     """Refuse, at ``unipool.connect()``, libpq parameters psqlpy cannot honour."""
+    verify = info.params.get("sslmode") in ("verify-ca", "verify-full")
+    if verify and root_cert(info) == "system" and _system_ca_file() is None:
+        raise ValueError(
+            "invalid DSN for the psqlpy backend: sslrootcert=system, but no system "
+            "certificate bundle was found: give its path"
+        )
     for key, value in info.params.items():
         if key in _NATIVE or key in _MAPPED:
             continue
@@ -1102,12 +1110,28 @@ def _connect_args(params: ConnectParams) -> tuple[str, dict[str, Any]]:
         kwargs.setdefault("tcp_user_timeout_sec", seconds)
         kwargs.setdefault("tcp_user_timeout_nanosec", millis * 1_000_000)
     sslmode = info.params.get("sslmode")
-    if sslmode in _SSL_MODES:
-        kwargs.setdefault("ssl_mode", getattr(psqlpy.SslMode, _SSL_MODES[sslmode]))
     rootcert = info.params.get("sslrootcert")
-    if rootcert and rootcert != "system":
+    if sslmode in ("verify-ca", "verify-full"):
+        # psqlpy's verify modes fall back to plain text when the server has no TLS; its
+        # "require" with a root certificate verifies the chain and the host name.
+        kwargs.setdefault("ssl_mode", psqlpy.SslMode.Require)
+        rootcert = root_cert(info)
+    elif sslmode in _SSL_MODES:
+        kwargs.setdefault("ssl_mode", getattr(psqlpy.SslMode, _SSL_MODES[sslmode]))
+    if rootcert == "system":
+        rootcert = _system_ca_file()
+    if rootcert:
         kwargs.setdefault("ca_file", rootcert)
     return replace(info, params=query).to_uri(), kwargs
+
+
+def _system_ca_file() -> str | None:
+    """The system's bundle of trusted certificates, as OpenSSL finds it."""
+    paths = ssl.get_default_verify_paths()
+    for path in (paths.cafile, paths.openssl_cafile):
+        if path and os.path.isfile(path):
+            return path
+    return None
 
 
 async def _connect(params: ConnectParams) -> PsqlpyConn:

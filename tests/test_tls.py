@@ -1,0 +1,119 @@
+"""TLS: libpq's ``sslmode`` and ``sslrootcert`` mean the same on every backend.
+
+The server (a throwaway one with ``ssl=on`` and a certificate for localhost and
+127.0.0.1 from an authority of its own) is the judge: ``pg_stat_ssl`` says whether the
+session is encrypted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+import unipool
+from tests._modes import in_thread, open_pool
+from unipool._dsn import parse_dsn
+from unipool._tempserver import CertificateAuthority, TempServer
+
+ENCRYPTED = "select ssl from pg_stat_ssl where pid = pg_backend_pid()"
+
+
+@pytest.fixture(scope="module")
+def tls_server() -> Iterator[TempServer]:
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make certificates")
+    with TempServer(ssl=True) as server:
+        yield server
+
+
+def tls_dsn(server: TempServer, host: str = "127.0.0.1", **params: str) -> str:
+    info = parse_dsn(server.dsn(dbname="test"), env={})
+    return dataclasses.replace(info, hosts=((host, server.port),), params=params).to_uri()
+
+
+@pytest.mark.parametrize(
+    ("host", "sslmode", "verified"),
+    [
+        ("127.0.0.1", "require", False),
+        ("127.0.0.1", "verify-ca", True),
+        ("127.0.0.1", "verify-full", True),  # the certificate names the IP address
+        ("localhost", "verify-full", True),
+    ],
+)
+async def test_sessions_are_encrypted(
+    tls_server: TempServer, mode: str, backend: str, host: str, sslmode: str, verified: bool
+) -> None:
+    params = {"sslmode": sslmode}
+    if verified:
+        params["sslrootcert"] = str(tls_server.ssl_root_cert)
+    async with open_pool(mode, tls_dsn(tls_server, host, **params), backend) as pool:
+        assert await pool.fetchval(ENCRYPTED) is True
+
+
+async def test_sslmode_disable_is_plain(tls_server: TempServer, mode: str, backend: str) -> None:
+    async with open_pool(mode, tls_dsn(tls_server, sslmode="disable"), backend) as pool:
+        assert await pool.fetchval(ENCRYPTED) is False
+
+
+@pytest.fixture(scope="module")
+def other_authority(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make certificates")
+    return CertificateAuthority.create(tmp_path_factory.mktemp("ca"), "other CA").cert
+
+
+async def test_verify_full_with_the_wrong_root_fails(
+    tls_server: TempServer, other_authority: Path, mode: str, backend: str
+) -> None:
+    dsn = tls_dsn(tls_server, sslmode="verify-full", sslrootcert=str(other_authority))
+    pool = unipool.connect(dsn, backend=backend, connect_timeout=2)
+    try:
+        with pytest.raises(unipool.ConnectError) as info, anyio.fail_after(5):
+            if mode == "sync":
+                await in_thread(pool.open, wait=True, timeout=0.3)
+            else:
+                await pool.aopen(wait=True, timeout=0.3)
+        assert info.value.sqlstate == "08001"
+        assert "certificate" in str(info.value).lower()
+        assert pool.get_size() == 0
+    finally:
+        if mode == "sync":
+            await in_thread(pool.close)
+        else:
+            await pool.aclose()
+
+
+@pytest.fixture(scope="module")
+def plain_server() -> Iterator[TempServer]:
+    with TempServer() as server:
+        yield server
+
+
+@pytest.mark.parametrize("sslmode", ["require", "verify-ca", "verify-full"])
+async def test_tls_required_from_a_plain_server_fails(
+    plain_server: TempServer, other_authority: Path, mode: str, backend: str, sslmode: str
+) -> None:
+    """Never a silent fallback to plain text (psqlpy's own verify modes would do that)."""
+    params = {"sslmode": sslmode}
+    if sslmode != "require":
+        params["sslrootcert"] = str(other_authority)
+    dsn = tls_dsn(plain_server, **params)
+    pool = unipool.connect(dsn, backend=backend, connect_timeout=2)
+    try:
+        with pytest.raises(unipool.ConnectError) as info, anyio.fail_after(5):
+            if mode == "sync":
+                await in_thread(pool.open, wait=True, timeout=0.3)
+            else:
+                await pool.aopen(wait=True, timeout=0.3)
+        assert info.value.sqlstate == "08001"
+        assert pool.get_size() == 0
+    finally:
+        if mode == "sync":
+            await in_thread(pool.close)
+        else:
+            await pool.aclose()
