@@ -22,8 +22,17 @@ from ._harness import run_system
 from ._report import Report
 from ._systems import systems
 from ._targets import TARGETS, evaluate, targets_table
-from ._workloads import FULL, FULL_WORKLOADS, MAX_SIZE, NAMES, NOTES, QUICK, QUICK_WORKLOADS, SQL
-from ._workloads import Workload as Workload
+from ._workloads import (
+    FULL,
+    FULL_WORKLOADS,
+    MAX_SIZE,
+    NAMES,
+    NOTES,
+    QUICK,
+    QUICK_WORKLOADS,
+    SQL,
+    Workload,
+)
 
 __all__ = ["FULL", "QUICK", "TARGETS", "Report", "Workload", "bench", "run_bench", "systems"]
 
