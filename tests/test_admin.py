@@ -27,6 +27,7 @@ async def test_getters_and_stats(make_pool: PoolFactory) -> None:
             "broken",
             "expired",
             "abandoned",
+            "read_only",
         }
         assert "admin-pool" in repr(p)
 

@@ -39,6 +39,7 @@ class AcquireContext:
     ) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
+            conn._error = exc
             self._pool.release(conn)
 
     async def __aenter__(self) -> AsyncConnection:
@@ -53,6 +54,7 @@ class AcquireContext:
     ) -> None:
         conn, self._async_conn = self._async_conn, None
         if conn is not None:
+            conn._error = exc
             await self._pool.arelease(conn)
 
     def __await__(self) -> Generator[Any, None, AsyncConnection]:

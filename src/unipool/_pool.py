@@ -418,6 +418,9 @@ class Pool:
         conn = face.getconn(self._options.acquire_timeout)
         try:
             return getattr(conn, method)(*args, **kwargs)
+        except BaseException as exc:
+            conn._error = exc
+            raise
         finally:
             face.release(conn)
 
@@ -495,6 +498,9 @@ class Pool:
         conn = await face.getconn(self._options.acquire_timeout)
         try:
             return await getattr(conn, method)(*args, **kwargs)
+        except BaseException as exc:
+            conn._error = exc
+            raise
         finally:
             await face.release(conn)
 

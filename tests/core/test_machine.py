@@ -1130,6 +1130,7 @@ def test_counters_are_exact() -> None:
         "broken": 2,
         "expired": 0,
         "abandoned": 0,
+        "read_only": 0,
     }
 
 
@@ -1268,3 +1269,16 @@ def test_an_abandoned_borrow_is_closed_and_replaced() -> None:
     h.finish_closes()
     h.connect()
     assert waiter.done and h.accept(waiter).state is IN_USE
+
+
+def test_a_write_refused_as_read_only_makes_older_connections_suspect() -> None:
+    h = Harness(min_size=3, max_size=3)
+    h.fill()
+    a, b = h.get(), h.get()
+    h.give_back(b)
+    h.advance(1)
+    h.release(a, reusable=False, cause="read_only")
+    assert h.close_reasons == ["read_only"]
+    assert h.core.counters.recycled["read_only"] == 1 and h.core.counters.connections_lost == 0
+    got = h.acquire()
+    assert got is b and got.state is CHECKING  # checked before anyone writes on it again

@@ -63,7 +63,15 @@ from typing import Any
 from .._errors import PoolClosed, TooManyWaiters
 from .policy import Backoff, expiry
 
-RECYCLE_CAUSES = ("max_queries", "max_lifetime", "max_idle", "broken", "expired", "abandoned")
+RECYCLE_CAUSES = (
+    "max_queries",
+    "max_lifetime",
+    "max_idle",
+    "broken",
+    "expired",
+    "abandoned",
+    "read_only",
+)
 
 
 class SlotState(enum.Enum):
@@ -372,13 +380,17 @@ class PoolCore:
         """A borrower gives ``slot`` back, after its reset if it was reusable.
 
         ``reusable=False`` closes the connection; ``cause`` is counted in
-        ``recycled`` (``broken`` also counts as a lost connection).
+        ``recycled`` (``broken`` also counts as a lost connection;
+        ``read_only``, a write refused by a server that should take writes,
+        means it was demoted, so every older connection becomes suspect).
         """
         if slot.state is not IN_USE and slot.state is not CHECKING:
             return  # terminated meanwhile: its close is already under way
         if not reusable:
             if cause == "broken":
                 self.counters.connections_lost += 1
+            elif cause == "read_only":
+                self._suspect_before = now
             self._close(slot, cause, now)
             self._grow(now)
             return

@@ -25,12 +25,15 @@ from .._errors import Error
 from .._options import PoolOptions
 from ..backends.base import AsyncConn, Backend, ConnectParams, Runtime
 from .common import (
+    READ_ONLY_PROBE,
     borrow_site,
     is_fatal,
     logger,
     pool_timeout,
+    release_cause,
     report_abandoned,
     report_overdue,
+    wants_writable,
 )
 from .parking import parking_for
 
@@ -197,8 +200,11 @@ class AsyncFace:
         """Ping a slot before handing it out; False if it had to be dropped."""
         driver: AsyncConn = slot.conn
         try:
-            await driver.ping()
-            ok = True
+            if wants_writable(self.params.dsn):
+                ok = bool(await driver.fetchval(READ_ONLY_PROBE, (), 0) == "off")
+            else:
+                await driver.ping()
+                ok = True
         except Error:
             ok = False
         except BaseException:
@@ -217,6 +223,9 @@ class AsyncFace:
         driver: AsyncConn = slot.conn
         core = self.core
         now = self._now()
+        if conn._error is not None and (cause := release_cause(conn._error, self.params.dsn)):
+            await self._release_slot(slot, reusable=False, cause=cause)
+            return
         if not conn._dirty and self.options.reset is None and driver.is_clean():
             cause = core.retire_reason(slot, now)
             core.release(slot, now, reusable=cause is None, cause=cause or "")

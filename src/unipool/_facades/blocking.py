@@ -22,12 +22,15 @@ from .._errors import Error, PoolTimeout
 from .._options import PoolOptions
 from ..backends.base import Backend, ConnectParams, SyncConn
 from .common import (
+    READ_ONLY_PROBE,
     borrow_site,
     is_fatal,
     logger,
     pool_timeout,
+    release_cause,
     report_abandoned,
     report_overdue,
+    wants_writable,
 )
 
 _monotonic = time.monotonic
@@ -143,8 +146,11 @@ class BlockingFace:
         """Ping a slot before handing it out; False if it had to be dropped."""
         driver: SyncConn = slot.conn
         try:
-            driver.ping()
-            ok = True
+            if wants_writable(self.params.dsn):
+                ok = bool(driver.fetchval(READ_ONLY_PROBE, (), 0) == "off")
+            else:
+                driver.ping()
+                ok = True
         except Error:
             ok = False
         except BaseException:
@@ -160,6 +166,9 @@ class BlockingFace:
         """Give ``conn`` back: reset it, or replace it if it cannot be reused."""
         slot = conn._detach()
         driver: SyncConn = slot.conn
+        if conn._error is not None and (cause := release_cause(conn._error, self.params.dsn)):
+            self._release_slot(slot, reusable=False, cause=cause)
+            return
         if not conn._dirty and self.options.reset is None and driver.is_clean():
             cause = self.core.retire_reason(slot, _monotonic())
             self._release_slot(slot, reusable=cause is None, cause=cause or "")

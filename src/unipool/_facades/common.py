@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -9,7 +10,8 @@ import sys
 import traceback
 
 from .._core import Overdue, PoolCore
-from .._errors import PoolTimeout
+from .._dsn import parse_dsn
+from .._errors import PoolTimeout, ReadOnlySQLTransaction
 
 logger = logging.getLogger("unipool")
 
@@ -26,6 +28,31 @@ def pool_timeout(core: PoolCore, name: str, timeout: float) -> PoolTimeout:
     )
     error.__cause__ = core.last_connect_error
     return error
+
+
+#: Run instead of a plain ping when the pool must reach a server that takes writes.
+READ_ONLY_PROBE = "SHOW transaction_read_only"
+
+
+@functools.lru_cache(maxsize=16)
+def wants_writable(dsn: str | None) -> bool:
+    """Whether the DSN asks for a server that takes writes (``target_session_attrs``)."""
+    try:
+        attrs = parse_dsn(dsn).params.get("target_session_attrs")
+    except ValueError:
+        return False
+    return attrs in ("read-write", "primary")
+
+
+def release_cause(error: BaseException | None, dsn: str | None) -> str | None:
+    """Why a borrow that ended with ``error`` must not be reused, if the error says so.
+
+    A write refused as read-only by a server the DSN wants writable means the
+    server was demoted: ``"read_only"``.
+    """
+    if isinstance(error, ReadOnlySQLTransaction) and wants_writable(dsn):
+        return "read_only"
+    return None
 
 
 def is_fatal(error: BaseException) -> bool:

@@ -1,0 +1,62 @@
+"""Failover: the server the pool writes to is demoted; with target_session_attrs=read-write
+the pool moves to the other host after one refused write (scenario 13)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import anyio
+import psycopg
+import pytest
+
+import unipool
+from tests._modes import open_pool
+from unipool._tempserver import TempServer
+
+
+def _set_read_only(server: TempServer, on: bool) -> None:
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        if on:
+            conn.execute("alter system set default_transaction_read_only = on")
+        else:
+            conn.execute("alter system reset default_transaction_read_only")
+        conn.execute("select pg_reload_conf()")
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[tuple[TempServer, TempServer]]:
+    with TempServer() as first, TempServer() as second:
+        for server in (first, second):
+            with psycopg.connect(server.dsn(), autocommit=True) as conn:
+                conn.execute("create table t (x int)")
+        yield first, second
+
+
+async def test_a_demoted_primary_is_left_after_one_refused_write(
+    servers: tuple[TempServer, TempServer], mode: str, backend: str
+) -> None:
+    primary, standby = servers
+    _set_read_only(primary, False)
+    _set_read_only(standby, True)
+    dsn = (
+        f"postgresql://postgres@127.0.0.1:{primary.port},127.0.0.1:{standby.port}"
+        "/postgres?target_session_attrs=read-write"
+    )
+    async with open_pool(mode, dsn, backend, min_size=3, max_size=3) as pool:
+        assert await pool.fetchval("select inet_server_port()") == primary.port
+        _set_read_only(primary, True)  # demoted: existing sessions turn read-only too
+        _set_read_only(standby, False)  # promoted
+        refused = 0
+        with anyio.fail_after(10):
+            while True:
+                try:
+                    await pool.execute("insert into t values (1)")
+                    break
+                except unipool.ReadOnlySQLTransaction:
+                    refused += 1
+        assert refused == 1  # the other connections were checked before use
+        for _ in range(5):
+            await pool.execute("insert into t values (2)")
+        assert await pool.fetchval("select inet_server_port()") == standby.port
+        stats = pool.stats()
+        assert stats.recycled["read_only"] == 1 and stats.size == 3
