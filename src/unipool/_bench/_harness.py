@@ -1,4 +1,4 @@
-"""The harness: what a system offers, the timed runs, and the cells they give."""
+"""The harness: what a system offers, and how one system's cells of a round are measured."""
 
 from __future__ import annotations
 
@@ -69,6 +69,7 @@ class Cell:
 
 
 def _sync_ops(ops: Ops, waits: Times) -> dict[str, Callable[[int], Any] | None]:
+    """Each workload's operation; 'fair' puts worker i's waits for acquire in ``waits[i]``."""
     connection, clock = ops.connection, time.perf_counter
     if connection is None:
         return {"query": ops.query, "txn": ops.txn}
@@ -88,6 +89,7 @@ def _sync_ops(ops: Ops, waits: Times) -> dict[str, Callable[[int], Any] | None]:
 
 
 def _async_ops(ops: Ops, waits: Times) -> dict[str, Callable[[int], Any] | None]:
+    """The same, for tasks."""
     connection, clock = ops.connection, time.perf_counter
     if connection is None:
         return {"query": ops.query, "txn": ops.txn}

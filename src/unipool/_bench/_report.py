@@ -29,11 +29,14 @@ def wait_ratio(c: Cell) -> float:
 
 @dataclass
 class Report:
+    """A run's cells and metadata, and the targets evaluated on them."""
+
     cells: list[Cell]
     meta: dict[str, Any] = field(default_factory=dict)
     targets: list[dict[str, Any]] = field(default_factory=list)
 
     def by_round(self, k: Key) -> dict[int, Cell]:
+        """The cells of one row, by round."""
         return {c.round: c for c in self.cells if key(c) == k}
 
     def ratios(self, num: Key, den: Key, metric: Callable[[Cell], float]) -> list[float]:
