@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import socket
 from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
 
 import anyio
+import psycopg
 import pytest
+from psycopg import sql
 
 import unipool
 from tests._modes import open_pool
@@ -45,34 +52,184 @@ async def test_acquire_times_out_with_the_connect_error_as_cause(
         assert pool.stats().connect_errors >= 1
 
 
+#: A second role, whose password needs quoting in key=value form and encoding in a URI.
+APP = "app"
+APP_SECRET = "Sp3c!al/Pa55:w@rd 'q"
+
+
 @pytest.fixture(scope="module")
 def password_server() -> Iterator[TempServer]:
     with TempServer(password=SECRET) as server:
+        local = f"host={server.socket_dir} port={server.port} user=postgres dbname=postgres"
+        with psycopg.connect(local, autocommit=True) as conn:  # unix socket: trusted
+            conn.execute(
+                sql.SQL("create role {} login password {}").format(
+                    sql.Identifier(APP), sql.Literal(APP_SECRET)
+                )
+            )
         yield server
 
 
-async def test_wrong_password_fails_fast_and_never_shows_it(
+async def _open(pool: unipool.Pool, mode: str) -> None:
+    if mode == "sync":
+        await anyio.to_thread.run_sync(pool.open)
+    else:
+        await pool.aopen()
+
+
+async def test_wrong_password_fails_fast(
     password_server: TempServer, mode: str, backend: str
 ) -> None:
-    wrong = "Wr0ng-" + SECRET
-    dsn = password_server.dsn(password=wrong)
+    dsn = password_server.dsn(password="Wr0ng-" + SECRET)
     pool = unipool.connect(dsn, backend=backend, acquire_timeout=5)
-    assert wrong not in repr(pool)
     start = anyio.current_time()
     with pytest.raises(unipool.ConnectError) as info:
-        if mode == "sync":
-            await anyio.to_thread.run_sync(pool.open)
-        else:
-            await pool.aopen()
+        await _open(pool, mode)
     assert anyio.current_time() - start < 2.0
     assert info.value.sqlstate == "28P01"
-    for text in (str(info.value), repr(info.value), repr(pool), str(info.value.__cause__)):
-        assert wrong not in text and SECRET not in text
     assert pool.get_size() == 0
+    await _close(pool, mode)
+    # Acquiring from a pool that was not opened first: the ConnectError at once too, not a
+    # PoolTimeout after acquire_timeout.
+    async with open_pool(mode, dsn, backend, wait=False, acquire_timeout=5) as lazy:
+        start = anyio.current_time()
+        with pytest.raises(unipool.ConnectError) as info:
+            async with lazy.acquire():
+                pass
+        assert anyio.current_time() - start < 2.0
+        assert info.value.sqlstate == "28P01"
+
+
+async def _close(pool: unipool.Pool, mode: str) -> None:
+    if mode == "sync":
+        await anyio.to_thread.run_sync(pool.close)
+    else:
+        await pool.aclose()
 
 
 async def test_right_password_works(password_server: TempServer, mode: str, backend: str) -> None:
     dsn = password_server.dsn(password=SECRET)
     async with open_pool(mode, dsn, backend) as pool:
         assert await pool.fetchval("select 1") == 1
-        assert SECRET not in repr(pool.pool)
+
+
+# -- no password anywhere ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Form:
+    """One way of giving the password: the DSN, connect_kwargs, the environment."""
+
+    dsn: str
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def _conninfo_quoted(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def forms(port: int, secret: str, app_secret: str) -> dict[str, Form]:
+    """Every DSN form, for the two roles' passwords as given (right or wrong)."""
+    host = f"127.0.0.1:{port}"
+    encoded = quote(app_secret, safe="")
+    down = _free_port()
+    return {
+        "uri": Form(f"postgresql://postgres:{secret}@{host}/test"),
+        "uri, percent-encoded": Form(f"postgresql://{APP}:{encoded}@{host}/test"),
+        "key=value": Form(
+            f"host=127.0.0.1 port={port} user=postgres password={secret} dbname=test"
+        ),
+        "key=value, quoted": Form(
+            f"host=127.0.0.1 port={port} user={APP} password={_conninfo_quoted(app_secret)} "
+            "dbname=test"
+        ),
+        "multi-host uri": Form(f"postgresql://{APP}:{encoded}@127.0.0.1:{down},{host}/test"),
+        "query parameter": Form(f"postgresql://{APP}@{host}/test?password={encoded}"),
+        "connect_kwargs": Form(f"postgresql://{APP}@{host}/test", kwargs={"password": app_secret}),
+        "PGPASSWORD": Form(f"postgresql://{APP}@{host}/test", env={"PGPASSWORD": app_secret}),
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """``error``, its causes and contexts, and exception group members, recursively."""
+    seen: set[int] = set()
+    todo = [error]
+    while todo:
+        current = todo.pop()
+        if id(current) not in seen:
+            seen.add(id(current))
+            yield current
+            todo += [e for e in (current.__cause__, current.__context__) if e is not None]
+            todo += getattr(current, "exceptions", ())
+
+
+def _leaks(text: str, secrets: list[str]) -> list[str]:
+    spellings = {s for secret in secrets for s in (secret, quote(secret, safe=""), quote(secret))}
+    spellings |= {_conninfo_quoted(secret)[1:-1] for secret in secrets}
+    spellings |= {secret.replace("'", "\\'") for secret in secrets}
+    return [s for s in spellings if s in text]
+
+
+@pytest.mark.parametrize("scenario", ["works", "wrong password", "unreachable"])
+async def test_no_password_anywhere(
+    password_server: TempServer,
+    mode: str,
+    backend: str,
+    scenario: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not in repr(pool), any exception in any chain, nor any log record of unipool's."""
+    caplog.set_level(logging.DEBUG, logger="unipool")
+    port = _free_port() if scenario == "unreachable" else password_server.port
+    if scenario == "wrong password":
+        secret, app_secret = "Wr0ng-" + SECRET, "Wr0ng/" + APP_SECRET
+    else:
+        secret, app_secret = SECRET, APP_SECRET
+    secrets = [secret, app_secret, SECRET, APP_SECRET]
+    texts: list[str] = []
+    for name, form in forms(port, secret, app_secret).items():
+        with monkeypatch.context() as env:
+            for var, value in form.env.items():
+                env.setenv(var, value)
+            options: dict[str, Any] = {"connect_kwargs": form.kwargs, "acquire_timeout": 0.3}
+            pool = unipool.connect(form.dsn, backend=backend, **options)
+            texts += [f"{name}: repr {pool!r}", f"{name}: str {pool}"]
+            try:
+                async with open_pool(mode, form.dsn, backend, wait=False, **options) as opened:
+                    texts.append(f"{name}: repr {opened.pool!r}")
+                    if scenario == "works":
+                        assert await opened.fetchval("select current_user") in ("postgres", APP)
+                    else:
+                        expected = (
+                            unipool.ConnectError
+                            if scenario == "wrong password"
+                            else unipool.PoolTimeout
+                        )
+                        with pytest.raises(expected) as info:
+                            async with opened.acquire():
+                                pass
+                        texts += [
+                            f"{name}: {text}"
+                            for error in _chain(info.value)
+                            for text in (str(error), repr(error))
+                        ]
+                        texts.append(f"{name}: stats {opened.stats()!r}")
+            except BaseException as exc:  # anything else raised must not show it either
+                texts += [f"{name}: {e!r} {e}" for e in _chain(exc)]
+                raise
+    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+    records = [r for r in caplog.records if r.name.split(".")[0] == "unipool"]
+    texts += [f"log: {formatter.format(record)}" for record in records]
+    if scenario != "works":
+        assert records, "a failing connection is logged"
+    leaks = [(text, found) for text in texts if (found := _leaks(text, secrets))]
+    assert not leaks

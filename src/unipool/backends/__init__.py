@@ -25,7 +25,8 @@ def load(backend: str | Any) -> Backend:
     """The backend called ``backend`` (or ``backend`` itself, if it is one).
 
     Raises:
-        ValueError: an unknown backend, or one whose driver is not installed.
+        ValueError: an unknown backend, or one whose driver is not installed or does not
+            import.
     """
     if not isinstance(backend, str):
         if callable(getattr(backend, "connect_sync", None)):
@@ -39,10 +40,16 @@ def load(backend: str | Any) -> Backend:
         raise ValueError(
             f"unknown backend {backend!r}; known backends: {known} (installed: {have})"
         ) from None
+    install = f'pip install "unipool[{backend}]"'
     if importlib.util.find_spec(package) is None:
         raise ValueError(
-            f"backend {backend!r} needs the {package} driver, which is not installed: "
-            f'pip install "unipool[{backend}]"'
+            f"backend {backend!r} needs the {package} driver, which is not installed: {install}"
         )
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:  # installed, but broken (a missing library, a partial install)
+        raise ValueError(
+            f"backend {backend!r} cannot import the {package} driver ({exc}); "
+            f"reinstall it: {install}"
+        ) from exc
     return module.BACKEND  # type: ignore[no-any-return]

@@ -1082,6 +1082,15 @@ def _connect_args(params: ConnectParams) -> tuple[str, dict[str, Any]]:
     kwargs = {
         k: v for k, v in params.kwargs.items() if k != "server_settings" and k not in TCP_PARAMS
     }
+    # psqlpy ignores credentials passed beside a DSN: they go into it.
+    password = kwargs.pop("password", None)
+    user = kwargs.pop("user", None) or kwargs.pop("username", None)
+    if password is not None or user is not None:
+        info = replace(
+            info,
+            user=info.user if user is None else str(user),
+            password=info.password if password is None else str(password),
+        )
     query = {k: v for k, v in info.params.items() if k in _NATIVE}
     fallback = info.params.get("fallback_application_name")
     if fallback and "application_name" not in query:
