@@ -204,7 +204,9 @@ def _connect_error(exc: BaseException, params: ConnectParams) -> ConnectError:
         message = f"{os.strerror(exc.errno)}: {message}"  # "Connect call failed" says not why
     message = scrub(message or type(exc).__name__, params.secrets)
     sqlstate = getattr(exc, "sqlstate", None)
-    if sqlstate is None:  # no server answer: refused, unreachable, timed out, TLS failed
+    if sqlstate is None or (sqlstate[:2] == "08" and getattr(exc, "severity", None) is None):
+        # No server answer (refused, unreachable, timed out, hung up, TLS failed); asyncpg
+        # calls a hang-up 08003, libpq and psqlpy say nothing: 08001 for all.
         sqlstate = "08001"
     return ConnectError(message, sqlstate=sqlstate)
 
