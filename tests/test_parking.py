@@ -7,6 +7,7 @@ import math
 
 import pytest
 import trio
+import trio.testing
 
 from unipool._facades.parking import AsyncioParking, TrioParking
 
@@ -81,15 +82,50 @@ def test_asyncio_cancelled_wait_raises() -> None:
     asyncio.run(main())
 
 
-def test_trio_deadline_and_wake() -> None:
+def _alarm_tasks() -> int:
+    """How many alarm tasks run in this trio run."""
+    todo = [trio.lowlevel.current_root_task()]
+    found = 0
+    while todo:
+        task = todo.pop()
+        if task is not None:
+            found += task.name.endswith("unipool-alarm")
+            todo.extend(t for n in task.child_nurseries for t in n.child_tasks)
+    return found
+
+
+def test_trio_deadlines_share_one_alarm_task() -> None:
     async def main() -> None:
         parking = TrioParking()
-        token = parking.token()
         start = trio.current_time()
-        await parking.wait(token, start + 0.01)
-        assert trio.current_time() >= start + 0.01 and not token.is_set()
+        woke: dict[str, float] = {}
+
+        async def park(name: str, after: float) -> None:
+            await parking.wait(parking.token(), start + after)
+            woke[name] = trio.current_time() - start
+
+        async with trio.open_nursery() as nursery:
+            for name, after in (("late", 0.06), ("early", 0.02), ("middle", 0.04)):
+                nursery.start_soon(park, name, after)
+        assert sorted(woke, key=woke.__getitem__) == ["early", "middle", "late"]
+        assert woke["early"] >= 0.02 and woke["middle"] >= 0.04 and woke["late"] >= 0.06
+        assert _alarm_tasks() == 1
         token = parking.token()
         parking.wake(token)
         await parking.wait(token, math.inf)
+        parking.close()
+        await trio.testing.wait_all_tasks_blocked()
+        assert _alarm_tasks() == 0
+
+    trio.run(main)
+
+
+def test_trio_cancelled_wait_raises() -> None:
+    async def main() -> None:
+        parking = TrioParking()
+        with trio.move_on_after(0.01) as scope:
+            await parking.wait(parking.token(), trio.current_time() + 30)
+        assert scope.cancelled_caught
+        parking.close()
 
     trio.run(main)

@@ -130,6 +130,7 @@ class AsyncFace:
     def _stop_housekeeper(self) -> None:
         if self._housekeeper is not None:
             self._housekeeper.cancel()
+        self._parking.close()
 
     def _check_drained(self) -> None:
         if self.core.closing and not self.core.size:

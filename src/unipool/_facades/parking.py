@@ -2,9 +2,13 @@
 
 The contended hand-off runs once per borrow when connections are scarce, so
 it uses the runtime's cheapest wake-up directly: on asyncio a bare future
-woken by ``set_result`` (deadlines share one timer), on trio a
-``trio.Event`` under ``move_on_at``. Both raise on cancellation like any
-other checkpoint.
+woken by ``set_result``, on trio a ``trio.Event``. Both raise on
+cancellation like any other checkpoint.
+
+Deadlines share one alarm per pool instead of a timer (or cancel scope) per
+wait, which would cost a heap entry per borrow: the waits queue in arrival
+order (so their deadlines are mostly in order too), the alarm is set for the
+earliest, and when it rings it wakes the waits that are due and re-arms.
 """
 
 from __future__ import annotations
@@ -25,74 +29,110 @@ class Parking(Protocol):
     async def wait(self, token: Any, deadline: float) -> None:
         """Until ``token`` is woken or the clock reaches ``deadline``."""
 
-
-def _wake_future(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
+    def close(self) -> None:
+        """Stop the alarm: the pool is closed, nobody waits any more."""
 
 
-class AsyncioParking:
-    """Futures, and one timer for all their deadlines.
+class _Alarmed:
+    """The waits with a deadline, and when the alarm should ring."""
 
-    A timer per wait would cost a heap push and a cancelled handle per
-    borrow. Instead the waits queue in arrival order (their deadlines are
-    then mostly in order too) and a single alarm is set for the earliest
-    deadline; when it rings it wakes the waits that are due and re-arms.
-    """
+    __slots__ = ("_alarm_at", "_waits")
 
-    __slots__ = ("_alarm", "_alarm_at", "_loop", "_waits")
+    def __init__(self) -> None:
+        self._waits: deque[tuple[float, Any]] = deque()
+        self._alarm_at = math.inf
+
+    @staticmethod
+    def _is_woken(token: Any) -> bool:
+        raise NotImplementedError
+
+    def _arm(self, when: float) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def wake(token: Any) -> None:
+        raise NotImplementedError
+
+    def _note(self, token: Any, deadline: float) -> None:
+        waits = self._waits
+        while waits and self._is_woken(waits[0][1]):
+            waits.popleft()
+        waits.append((deadline, token))
+        if deadline < self._alarm_at:
+            self._arm(deadline)
+
+    def _ring(self, now: float) -> float:
+        """Wake the waits due at ``now``; when the next one is due."""
+        pending: deque[tuple[float, Any]] = deque()
+        for deadline, token in self._waits:
+            if self._is_woken(token):
+                continue
+            if deadline <= now:
+                self.wake(token)
+            else:
+                pending.append((deadline, token))
+        self._waits = pending
+        return min((deadline for deadline, _ in pending), default=math.inf)
+
+
+class AsyncioParking(_Alarmed):
+    """Futures; the alarm is a ``call_at`` timer."""
+
+    __slots__ = ("_alarm", "_loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
         self._loop = loop
-        self._waits: deque[tuple[float, asyncio.Future[None]]] = deque()
         self._alarm: asyncio.TimerHandle | None = None
-        self._alarm_at = math.inf
 
     def token(self) -> asyncio.Future[None]:
         return self._loop.create_future()
 
-    wake = staticmethod(_wake_future)
+    @staticmethod
+    def wake(token: asyncio.Future[None]) -> None:
+        if not token.done():
+            token.set_result(None)
+
+    @staticmethod
+    def _is_woken(token: asyncio.Future[None]) -> bool:
+        return token.done()
 
     async def wait(self, token: asyncio.Future[None], deadline: float) -> None:
         if deadline != math.inf:
-            waits = self._waits
-            while waits and waits[0][1].done():
-                waits.popleft()
-            waits.append((deadline, token))
-            if deadline < self._alarm_at:
-                self._arm(deadline)
+            self._note(token, deadline)
         await token
 
     def _arm(self, when: float) -> None:
         if self._alarm is not None:
             self._alarm.cancel()
         self._alarm_at = when
-        self._alarm = self._loop.call_at(when, self._ring)
+        self._alarm = self._loop.call_at(when, self._on_alarm)
 
-    def _ring(self) -> None:
+    def _on_alarm(self) -> None:
         self._alarm, self._alarm_at = None, math.inf
-        now = self._loop.time()
-        pending: deque[tuple[float, asyncio.Future[None]]] = deque()
-        for deadline, token in self._waits:
-            if token.done():
-                continue
-            if deadline <= now:
-                token.set_result(None)
-            else:
-                pending.append((deadline, token))
-        self._waits = pending
-        if pending:
-            self._arm(min(deadline for deadline, _ in pending))
+        when = self._ring(self._loop.time())
+        if when != math.inf:
+            self._arm(when)
+
+    def close(self) -> None:
+        if self._alarm is not None:
+            self._alarm.cancel()
+            self._alarm, self._alarm_at = None, math.inf
 
 
-class TrioParking:
-    __slots__ = ("_event", "_move_on_at")
+class TrioParking(_Alarmed):
+    """``trio.Event``; the alarm is a system task asleep in a cancel scope whose deadline moves."""
+
+    __slots__ = ("_event", "_scope", "_task_scope", "_trio")
 
     def __init__(self) -> None:
         import trio
 
+        super().__init__()
+        self._trio = trio
         self._event = trio.Event
-        self._move_on_at = trio.move_on_at
+        self._scope: Any = None  # the alarm's sleep, while it sleeps
+        self._task_scope: Any = None  # the alarm task's outer scope, once started
 
     def token(self) -> Any:
         return self._event()
@@ -101,9 +141,36 @@ class TrioParking:
     def wake(token: Any) -> None:
         token.set()
 
+    @staticmethod
+    def _is_woken(token: Any) -> bool:
+        return token.is_set()  # type: ignore[no-any-return]
+
     async def wait(self, token: Any, deadline: float) -> None:
-        with self._move_on_at(deadline):
-            await token.wait()
+        if deadline != math.inf:
+            self._note(token, deadline)
+        await token.wait()
+
+    def _arm(self, when: float) -> None:
+        self._alarm_at = when
+        if self._scope is not None:
+            self._scope.deadline = when
+        elif self._task_scope is None:
+            self._task_scope = self._trio.CancelScope()
+            self._trio.lowlevel.spawn_system_task(self._alarm, name="unipool-alarm")
+
+    async def _alarm(self) -> None:
+        trio = self._trio
+        with self._task_scope:
+            while True:
+                with trio.CancelScope(deadline=self._alarm_at) as self._scope:
+                    await trio.sleep_forever()
+                # no checkpoint from here to the next sleep: nobody re-arms meanwhile
+                self._scope = None
+                self._alarm_at = self._ring(trio.current_time())
+
+    def close(self) -> None:
+        if self._task_scope is not None:
+            self._task_scope.cancel()
 
 
 def parking_for(runtime: str) -> Parking:
