@@ -243,6 +243,7 @@ async def test_refused_port_acquire_times_out_with_the_connect_error(
         assert isinstance(cause, unipool.ConnectError)
         assert cause.sqlstate == "08001"
         assert "refused" in str(cause).lower()
+        assert cause.dsn == dsn  # redacted, but there is no password to hide
         assert isinstance(cause.__cause__, Exception)  # the driver's own error
 
 

@@ -220,7 +220,7 @@ async def test_no_password_anywhere(
                         texts += [
                             f"{name}: {text}"
                             for error in _chain(info.value)
-                            for text in (str(error), repr(error))
+                            for text in (str(error), repr(error), str(getattr(error, "dsn", "")))
                         ]
                         texts.append(f"{name}: stats {opened.stats()!r}")
             except BaseException as exc:  # anything else raised must not show it either

@@ -208,7 +208,7 @@ def _connect_error(exc: BaseException, params: ConnectParams) -> ConnectError:
         # No server answer (refused, unreachable, timed out, hung up, TLS failed); asyncpg
         # calls a hang-up 08003, libpq and psqlpy say nothing: 08001 for all.
         sqlstate = "08001"
-    return ConnectError(message, sqlstate=sqlstate)
+    return ConnectError(message, dsn=params.dsn, sqlstate=sqlstate)
 
 
 #: libpq parameters asyncpg does not know, and would send to the server as settings: the

@@ -185,10 +185,10 @@ _POOL_NOISE = "Database engine pool exception: Error occurred while creating a n
 def _connect_error(exc: BaseException, params: ConnectParams) -> ConnectError:
     message = scrub(str(exc) or "connection timed out", params.secrets).replace(_POOL_NOISE, "")
     if "db error:" not in message:  # no server answer: refused, unreachable, timed out
-        return ConnectError(message, sqlstate="08001")
+        return ConnectError(message, dsn=params.dsn, sqlstate="08001")
     lowered = message.lower()
     code = next((c for t, c in _CONNECT_SQLSTATES if t in lowered), None)
-    return ConnectError(message, sqlstate=code)
+    return ConnectError(message, dsn=params.dsn, sqlstate=code)
 
 
 # -- statement text -----------------------------------------------------------

@@ -173,7 +173,7 @@ def _connect_error(exc: BaseException, params: ConnectParams) -> ConnectError:
         sqlstate = next((code for text, code in _FATAL_CONNECT if text in lowered), None)
     elif sqlstate is None:  # no server answer: refused, unreachable, timed out, TLS failed
         sqlstate = "08001"
-    return ConnectError(message, sqlstate=sqlstate)
+    return ConnectError(message, dsn=params.dsn, sqlstate=sqlstate)
 
 
 def _connect_kwargs(params: ConnectParams) -> dict[str, Any]:
