@@ -21,7 +21,7 @@ def test_asyncio_deadlines_out_of_order_each_ring_on_time() -> None:
 
         async def park(name: str, after: float) -> None:
             token = parking.token()
-            await parking.wait(token, start + after)
+            await parking.park(token, start + after)
             woke[name] = loop.time() - start
 
         await asyncio.gather(
@@ -42,11 +42,11 @@ def test_asyncio_woken_waits_leave_and_the_alarm_follows_the_earliest() -> None:
         for _ in range(100):  # woken at once, as a granted waiter is
             token = parking.token()
             parking.wake(token)
-            await parking.wait(token, now + 30)
+            await parking.park(token, now + 30)
         assert len(parking._waits) <= 1  # done waits are dropped from the front
         assert parking._alarm_at == now + 30
         token = parking.token()
-        task = asyncio.ensure_future(parking.wait(token, now + 0.01))
+        task = asyncio.ensure_future(parking.park(token, now + 0.01))
         await asyncio.sleep(0)
         assert parking._alarm_at == now + 0.01  # an earlier deadline re-arms
         await task
@@ -61,7 +61,7 @@ def test_asyncio_no_deadline_waits_for_its_wake() -> None:
         parking = AsyncioParking(asyncio.get_running_loop())
         token = parking.token()
         asyncio.get_running_loop().call_later(0.01, parking.wake, token)
-        await parking.wait(token, math.inf)
+        await parking.park(token, math.inf)
         assert parking._alarm is None
 
     asyncio.run(main())
@@ -72,7 +72,7 @@ def test_asyncio_cancelled_wait_raises() -> None:
         loop = asyncio.get_running_loop()
         parking = AsyncioParking(loop)
         token = parking.token()
-        task = asyncio.ensure_future(parking.wait(token, loop.time() + 30))
+        task = asyncio.ensure_future(parking.park(token, loop.time() + 30))
         await asyncio.sleep(0)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -101,7 +101,7 @@ def test_trio_deadlines_share_one_alarm_task() -> None:
         woke: dict[str, float] = {}
 
         async def park(name: str, after: float) -> None:
-            await parking.wait(parking.token(), start + after)
+            await parking.park(parking.token(), start + after)
             woke[name] = trio.current_time() - start
 
         async with trio.open_nursery() as nursery:
@@ -112,7 +112,7 @@ def test_trio_deadlines_share_one_alarm_task() -> None:
         assert _alarm_tasks() == 1
         token = parking.token()
         parking.wake(token)
-        await parking.wait(token, math.inf)
+        await parking.park(token, math.inf)
         parking.close()
         await trio.testing.wait_all_tasks_blocked()
         assert _alarm_tasks() == 0
@@ -124,7 +124,7 @@ def test_trio_cancelled_wait_raises() -> None:
     async def main() -> None:
         parking = TrioParking()
         with trio.move_on_after(0.01) as scope:
-            await parking.wait(parking.token(), trio.current_time() + 30)
+            await parking.park(parking.token(), trio.current_time() + 30)
         assert scope.cancelled_caught
         parking.close()
 

@@ -179,7 +179,7 @@ class AsyncFace:
         try:
             while True:
                 if not self._pending:
-                    await parking.wait(waiter.token, deadline)
+                    await parking.park(waiter.token, deadline)
                 if waiter.done:
                     return core.accept(waiter, self._now())
                 if self._now() >= deadline:
@@ -230,8 +230,8 @@ class AsyncFace:
         if not conn._dirty and self.options.reset is None and driver.is_clean():
             cause = core.retire_reason(slot, now)
             core.release(slot, now, reusable=cause is None, cause=cause or "")
-            if core.actions:
-                await self._run(core.take_actions())
+            if core.actions and (closes := self._dispatch(core.take_actions())):
+                await self._close_slots(closes)
             if now >= self._next_tick and self._tg is None:
                 await self._tick()
             return

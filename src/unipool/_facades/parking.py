@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 
@@ -26,8 +27,8 @@ class Parking(Protocol):
     def wake(self, token: Any) -> None:
         """Wake whoever waits on ``token`` (now or later); idempotent."""
 
-    async def wait(self, token: Any, deadline: float) -> None:
-        """Until ``token`` is woken or the clock reaches ``deadline``."""
+    def park(self, token: Any, deadline: float) -> Awaitable[Any]:
+        """What to await until ``token`` is woken or the clock reaches ``deadline``."""
 
     def close(self) -> None:
         """Stop the alarm: the pool is closed, nobody waits any more."""
@@ -97,10 +98,10 @@ class AsyncioParking(_Alarmed):
     def _is_woken(token: asyncio.Future[None]) -> bool:
         return token.done()
 
-    async def wait(self, token: asyncio.Future[None], deadline: float) -> None:
+    def park(self, token: asyncio.Future[None], deadline: float) -> Awaitable[None]:
         if deadline != math.inf:
             self._note(token, deadline)
-        await token
+        return token
 
     def _arm(self, when: float) -> None:
         if self._alarm is not None:
@@ -145,10 +146,10 @@ class TrioParking(_Alarmed):
     def _is_woken(token: Any) -> bool:
         return token.is_set()  # type: ignore[no-any-return]
 
-    async def wait(self, token: Any, deadline: float) -> None:
+    def park(self, token: Any, deadline: float) -> Awaitable[None]:
         if deadline != math.inf:
             self._note(token, deadline)
-        await token.wait()
+        return token.wait()  # type: ignore[no-any-return]
 
     def _arm(self, when: float) -> None:
         self._alarm_at = when
