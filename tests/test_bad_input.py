@@ -8,8 +8,8 @@ test_outage.py (it needs a server with passwords).
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import importlib
-import os
 import re
 import socket
 import sys
@@ -23,8 +23,10 @@ import pytest
 import unipool
 from tests._modes import in_thread, open_pool
 from unipool._core.policy import BACKOFF_FACTOR, BACKOFF_INITIAL, BACKOFF_MAX, BACKOFF_SPREAD
+from unipool._dsn import parse_dsn
 
 SECRET = "hunter22"
+
 
 # -- at unipool.connect(): no I/O, a ValueError naming the problem -------------------------
 
@@ -336,10 +338,6 @@ def test_most_attempts() -> None:
 
 
 def _missing_database(dsn: str) -> str:
-    import dataclasses
-
-    from unipool._dsn import parse_dsn
-
     info = parse_dsn(dsn)
     return dataclasses.replace(info, dbname="unipool_no_such_database").to_uri()
 
@@ -365,9 +363,12 @@ async def test_missing_database_fails_at_once(dsn: str, mode: str, backend: str)
         assert info.value.sqlstate == "3D000"
 
 
-# Keep the environment clean: these tests must not pick up a password from it.
-@pytest.fixture(autouse=True)
-def _no_pgpassword(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("PGPASSWORD", "PGSSLROOTCERT", "PGSSLMODE"):
-        if var in os.environ:
-            monkeypatch.delenv(var)
+async def test_unknown_role_fails_at_once(dsn: str, mode: str, backend: str) -> None:
+    stranger = dataclasses.replace(parse_dsn(dsn), user="unipool_no_such_role").to_uri()
+    async with open_pool(mode, stranger, backend, wait=False, acquire_timeout=10) as pool:
+        start = time.monotonic()
+        with pytest.raises(unipool.ConnectError) as info:
+            async with pool.acquire():
+                pass
+        assert time.monotonic() - start < 2.0
+        assert info.value.sqlstate == "28000"

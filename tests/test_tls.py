@@ -67,10 +67,13 @@ def other_authority(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return CertificateAuthority.create(tmp_path_factory.mktemp("ca"), "other CA").cert
 
 
+@pytest.mark.parametrize("root", ["other", "system"])
 async def test_verify_full_with_the_wrong_root_fails(
-    tls_server: TempServer, other_authority: Path, mode: str, backend: str
+    tls_server: TempServer, other_authority: Path, mode: str, backend: str, root: str
 ) -> None:
-    dsn = tls_dsn(tls_server, sslmode="verify-full", sslrootcert=str(other_authority))
+    """Another authority, or the system's (``sslrootcert=system``), does not vouch for it."""
+    rootcert = str(other_authority) if root == "other" else "system"
+    dsn = tls_dsn(tls_server, sslmode="verify-full", sslrootcert=rootcert)
     pool = unipool.connect(dsn, backend=backend, connect_timeout=2)
     try:
         with pytest.raises(unipool.ConnectError) as info, anyio.fail_after(5):
@@ -79,7 +82,7 @@ async def test_verify_full_with_the_wrong_root_fails(
             else:
                 await pool.aopen(wait=True, timeout=0.3)
         assert info.value.sqlstate == "08001"
-        assert "certificate" in str(info.value).lower()
+        assert "certificate" in str(info.value).lower(), str(info.value)
         assert pool.get_size() == 0
     finally:
         if mode == "sync":

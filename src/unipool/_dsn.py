@@ -27,6 +27,7 @@ __all__ = [
     "redact_dsn",
     "root_cert",
     "scrub",
+    "system_ca_file",
     "tcp_options",
 ]
 
@@ -729,3 +730,14 @@ def root_cert(info: ConnInfo) -> str:
     if given:
         return given
     return os.path.join(os.path.expanduser("~"), ".postgresql", "root.crt")
+
+
+def system_ca_file() -> str | None:
+    """The system's bundle of trusted certificates, as OpenSSL finds it (``sslrootcert=system``)."""
+    import ssl
+
+    paths = ssl.get_default_verify_paths()
+    for path in (paths.cafile, paths.openssl_cafile):
+        if path and os.path.isfile(path):
+            return path
+    return None

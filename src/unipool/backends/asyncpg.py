@@ -21,7 +21,15 @@ from typing import Any
 
 import asyncpg
 
-from .._dsn import TCP_PARAMS, ConnInfo, TcpOptions, parse_dsn, scrub, tcp_options
+from .._dsn import (
+    TCP_PARAMS,
+    ConnInfo,
+    TcpOptions,
+    parse_dsn,
+    scrub,
+    system_ca_file,
+    tcp_options,
+)
 from .._errors import (
     CommandTimeout,
     ConnectError,
@@ -223,9 +231,7 @@ _MOOT = {
     "fallback_application_name": None,
 }
 #: ... and refuses these, which it cannot honour.
-_UNSUPPORTED = frozenset(
-    {"hostaddr", "require_auth", "requirepeer", "sslcertmode", "sslnegotiation", "replication"}
-)
+_UNSUPPORTED = frozenset({"hostaddr", "require_auth", "requirepeer", "sslcertmode", "replication"})
 
 
 def _check_dsn(info: ConnInfo) -> None:
@@ -246,6 +252,10 @@ def _asyncpg_dsn(info: ConnInfo) -> str:
     """A URI asyncpg understands: what it lacks is done here (``load_balance_hosts=random``,
     ``fallback_application_name``) or by `_connect` (TCP options, ``connect_timeout``)."""
     params = {k: v for k, v in info.params.items() if k not in _APPLIED and k not in _MOOT}
+    if params.get("sslrootcert") == "system":  # libpq's word for the system's authorities
+        system = system_ca_file()
+        if system is not None:
+            params["sslrootcert"] = system
     fallback = info.params.get("fallback_application_name")
     if fallback and "application_name" not in params:
         params["application_name"] = fallback

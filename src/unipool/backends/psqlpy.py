@@ -35,9 +35,7 @@ import contextlib
 import datetime as dt
 import functools
 import json
-import os
 import re
-import ssl
 import struct
 import uuid
 import weakref
@@ -51,7 +49,15 @@ import anyio
 import psqlpy
 from psqlpy import exceptions as pe
 
-from .._dsn import TCP_PARAMS, ConnInfo, parse_dsn, root_cert, scrub, tcp_options
+from .._dsn import (
+    TCP_PARAMS,
+    ConnInfo,
+    parse_dsn,
+    root_cert,
+    scrub,
+    system_ca_file,
+    tcp_options,
+)
 from .._errors import (
     CommandTimeout,
     ConnectError,
@@ -1056,7 +1062,7 @@ _SSL_MODES = {
 def _check_dsn(info: ConnInfo) -> None:
     """Refuse, at ``unipool.connect()``, libpq parameters psqlpy cannot honour."""
     verify = info.params.get("sslmode") in ("verify-ca", "verify-full")
-    if verify and root_cert(info) == "system" and _system_ca_file() is None:
+    if verify and root_cert(info) == "system" and system_ca_file() is None:
         raise ValueError(
             "invalid DSN for the psqlpy backend: sslrootcert=system, but no system "
             "certificate bundle was found: give its path"
@@ -1128,19 +1134,10 @@ def _connect_args(params: ConnectParams) -> tuple[str, dict[str, Any]]:
     elif sslmode in _SSL_MODES:
         kwargs.setdefault("ssl_mode", getattr(psqlpy.SslMode, _SSL_MODES[sslmode]))
     if rootcert == "system":
-        rootcert = _system_ca_file()
+        rootcert = system_ca_file()
     if rootcert:
         kwargs.setdefault("ca_file", rootcert)
     return replace(info, params=query).to_uri(), kwargs
-
-
-def _system_ca_file() -> str | None:
-    """The system's bundle of trusted certificates, as OpenSSL finds it."""
-    paths = ssl.get_default_verify_paths()
-    for path in (paths.cafile, paths.openssl_cafile):
-        if path and os.path.isfile(path):
-            return path
-    return None
 
 
 async def _connect(params: ConnectParams) -> PsqlpyConn:
