@@ -372,3 +372,10 @@ async def test_unknown_role_fails_at_once(dsn: str, mode: str, backend: str) -> 
                 pass
         assert time.monotonic() - start < 2.0
         assert info.value.sqlstate == "28000"
+
+
+def test_bad_tcp_option_in_connect_kwargs_is_refused_at_connect(backend: str) -> None:
+    with pytest.raises(ValueError, match="keepalives_idle must be a whole number >= 0"):
+        unipool.connect(
+            "postgresql://h/d", backend=backend, connect_kwargs={"keepalives_idle": "soon"}
+        )
