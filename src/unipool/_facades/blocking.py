@@ -108,10 +108,11 @@ class BlockingFace:
             TooManyWaiters: the queue is full.
         """
         core = self.core
-        deadline = _monotonic() + timeout
+        now = _monotonic()
+        deadline = now + timeout
         while True:
             with self._lock:
-                got = core.acquire(_monotonic())
+                got = core.acquire(now)
                 if got.__class__ is Waiter:
                     got.token = _parked_lock()
                 actions = core.take_actions() if core.actions else None
@@ -120,6 +121,7 @@ class BlockingFace:
             slot = got if got.__class__ is Slot else self._wait(got, deadline, timeout)  # type: ignore[arg-type]
             needs_check = slot.state is CHECKING or not slot.conn.alive()
             if needs_check and not self._check(slot):
+                now = _monotonic()
                 continue
             if self.options.leak_timeout is not None:
                 slot.lent_by = borrow_site()
@@ -170,8 +172,13 @@ class BlockingFace:
             self._release_slot(slot, reusable=False, cause=cause)
             return
         if not conn._dirty and self.options.reset is None and driver.is_clean():
-            cause = self.core.retire_reason(slot, _monotonic())
-            self._release_slot(slot, reusable=cause is None, cause=cause or "")
+            now = _monotonic()
+            cause = self.core.retire_reason(slot, now)
+            with self._lock:
+                self.core.release(slot, now, reusable=cause is None, cause=cause or "")
+                actions = self.core.take_actions() if self.core.actions else None
+            if actions:
+                self._run(actions)
             return
         cause = self.core.retire_reason(slot, _monotonic())
         reusable = False

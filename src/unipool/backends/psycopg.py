@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from psycopg.abc import RV, PQGen
 
 _IDLE = pq.TransactionStatus.IDLE
+_OK = pq.ConnStatus.OK
 _IN_TRANSACTION = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
 _LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
 _BY_CLASS: tuple[tuple[type[psycopg.Error], type[Error]], ...] = (
@@ -346,8 +347,7 @@ class SyncPsycopgConn:
         return f"COPY {self._cur.rowcount}"
 
     def alive(self) -> bool:
-        raw = self.raw
-        return not (raw.closed or raw.broken) and self._live.quiet()
+        return self.raw.pgconn.status == _OK and self._live.quiet()  # OK: neither closed nor broken
 
     def is_clean(self) -> bool:
         return self.raw.pgconn.transaction_status == _IDLE
@@ -459,8 +459,7 @@ class AsyncPsycopgConn:
         return f"COPY {self._cur.rowcount}"
 
     def alive(self) -> bool:
-        raw = self.raw
-        return not (raw.closed or raw.broken) and self._live.quiet()
+        return self.raw.pgconn.status == _OK and self._live.quiet()  # OK: neither closed nor broken
 
     def is_clean(self) -> bool:
         return self.raw.pgconn.transaction_status == _IDLE
