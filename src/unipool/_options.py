@@ -13,6 +13,15 @@ _names = itertools.count(1)
 #: Accepted for compatibility with asyncpg's pool.
 ALIASES = {"max_inactive_connection_lifetime": "max_idle"}
 
+#: How the ``pgbouncer`` preset reaches the backends: this key of ``connect_kwargs``,
+#: which every backend removes before it calls its driver.
+PGBOUNCER_KEY = "unipool.pgbouncer"
+
+
+def pgbouncer_preset(connect_kwargs: Mapping[str, Any]) -> bool:
+    """Whether the pool behind ``connect_kwargs`` was made with ``pgbouncer=True``."""
+    return connect_kwargs.get(PGBOUNCER_KEY) is True
+
 
 @dataclass(frozen=True)
 class PoolOptions:
@@ -36,6 +45,9 @@ class PoolOptions:
     reset: Callable[..., Any] | None = None
     connect_kwargs: Mapping[str, Any] = field(default_factory=dict)
     name: str = ""
+    #: The DSN points at PgBouncer (or a pooler like it) in transaction or statement
+    #: mode: no backend relies on server-side session state between transactions.
+    pgbouncer: bool = False
 
     def with_changes(self, **changes: Any) -> PoolOptions:
         """A validated copy with ``changes`` applied."""
@@ -100,6 +112,7 @@ def build_options(**options: Any) -> PoolOptions:
         raise TypeError(f"connect_kwargs must be a mapping, not {type(kwargs).__name__}")
     else:
         options["connect_kwargs"] = dict(kwargs)
+    _apply_pgbouncer(options)
     label: Any = options.get("name")
     if label is None or label == "":
         options["name"] = f"pool-{next(_names)}"
@@ -113,6 +126,17 @@ def build_options(**options: Any) -> PoolOptions:
             f"min_size ({result.min_size}) must not exceed max_size ({result.max_size})"
         )
     return result
+
+
+def _apply_pgbouncer(options: dict[str, Any]) -> None:
+    """Validate ``pgbouncer`` and mark ``connect_kwargs`` with it, for the backends."""
+    preset = options.get("pgbouncer", False)
+    if not isinstance(preset, bool):
+        raise TypeError(f"pgbouncer must be True or False, not {type(preset).__name__}")
+    kwargs = options["connect_kwargs"]
+    kwargs.pop(PGBOUNCER_KEY, None)
+    if preset:
+        kwargs[PGBOUNCER_KEY] = True
 
 
 def _check_int(name: str, value: Any) -> None:

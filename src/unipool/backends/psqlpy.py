@@ -16,6 +16,8 @@ column types, and has no query cancel, so this adapter makes them up:
   per connection and statement text);
 - a call abandoned mid-query is cancelled on the server with
   ``pg_cancel_backend`` from a side connection;
+- behind PgBouncer (the ``pgbouncer`` option), no prepared statement of
+  psqlpy's outlives the transaction it was made in (`PsqlpyConn._extended`);
 - COPY, which psqlpy has only in binary and only into a table, is emulated
   for text and CSV (parsed here, inserted with a cast per column) and for
   output (the columns selected as text, formatted here).
@@ -36,6 +38,7 @@ import datetime as dt
 import functools
 import json
 import re
+import secrets
 import struct
 import uuid
 import weakref
@@ -68,6 +71,7 @@ from .._errors import (
     NotSupportedError,
     make_database_error,
 )
+from .._options import PGBOUNCER_KEY, pgbouncer_preset
 from .._record import Record, column_index
 from .._sql import RESET_SESSION, quote_ident
 from ._copyio import achunks, sink
@@ -125,7 +129,8 @@ _SQLSTATES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"^argument of .* must be type|but expression is of type", "42804"),
         (r"^cannot cast type", "42846"),
         (r"^more than one row returned by a subquery", "21000"),
-        (r"^prepared statement .* does not exist", "26000"),
+        (r"^(?:unnamed prepared statement|prepared statement .*) does not exist", "26000"),
+        (r"^prepared statement .* already exists", "42P05"),
         (r"^cursor .* does not exist", "34000"),
         (r"^savepoint .* does not exist", "3B001"),
         (r"^insufficient data left in message|^bind message supplies", "08P01"),
@@ -578,18 +583,31 @@ _live: weakref.WeakSet[PsqlpyConn] = weakref.WeakSet()
 _PARAM_TYPES = (
     "SELECT parameter_types::text[] FROM pg_prepared_statements WHERE statement = $1 LIMIT 1"
 )
+#: Behind PgBouncer: the types of an SQL-level statement, and psqlpy's statements of a text.
+_TYPES_OF = "SELECT parameter_types::text[] FROM pg_prepared_statements WHERE name = $1"
+_NAMES_OF = "SELECT name FROM pg_prepared_statements WHERE statement = $1 AND NOT from_sql"
+#: What SQL-level PREPARE takes.
+_PREPARABLE = frozenset({"SELECT", "WITH", "VALUES", "TABLE", "INSERT", "UPDATE", "DELETE",
+                         "MERGE"})  # fmt: skip
 
 
 class PsqlpyConn:
     """A psqlpy connection behind the uniform interface (native on asyncio)."""
 
-    __slots__ = ("__weakref__", "_abandoned", "_broken", "_numeric", "_params", "_pid",
-                 "_shapes", "_tx", "raw")  # fmt: skip
+    __slots__ = ("__weakref__", "_abandoned", "_bouncer", "_broken", "_numeric", "_params",
+                 "_pid", "_prepared", "_shapes", "_tx", "raw")  # fmt: skip
 
-    def __init__(self, raw: Any, pid: int, params: ConnectParams) -> None:
+    def __init__(
+        self, raw: Any, pid: int, params: ConnectParams, *, unprepared: bool = False
+    ) -> None:
+        """``unprepared``: behind a pooler that may run each step of a statement on another
+        server, psqlpy prepares nothing that lasts, and statements run in transactions."""
         self.raw = raw
         self._pid = pid
         self._params = params
+        #: behind PgBouncer: no server process of our own (``pid`` is 0)
+        self._bouncer = pgbouncer_preset(params.kwargs)
+        self._prepared = not unprepared
         self._tx = TxStatus.IDLE
         self._broken = False
         self._abandoned = False
@@ -628,9 +646,46 @@ class PsqlpyConn:
         elif sql is not None and len(_statements(sql)) > 1:
             self._tx = TxStatus.UNKNOWN  # a batch may have opened a transaction
 
+    async def _extended(self, call: Callable[[], Awaitable[Any]], sql: str | None = None) -> Any:
+        """`_call` for a statement psqlpy sends in several exchanges (parse, then bind and
+        execute; unprepared, a ``DEALLOCATE`` between them).
+
+        PgBouncer in transaction mode may give each exchange another server, except
+        inside a transaction: unprepared, outside one, the statement runs in one of its own.
+        """
+        if self._prepared or self._tx is not TxStatus.IDLE:
+            return await self._call(call, sql)
+        raw = self.raw
+        await self._call(lambda: raw.execute_batch("BEGIN"))
+        try:
+            result = await self._call(call, sql)
+        except Error:
+            await self._abort()
+            raise
+        await self._call(lambda: raw.execute_batch("COMMIT"))
+        return result
+
+    async def _abort(self) -> None:
+        """Roll back a transaction of the adapter's own; broken if that fails."""
+        if self._broken:
+            return
+        raw = self.raw
+        try:
+            await self._call(lambda: raw.execute_batch("ROLLBACK"))
+        except Error:
+            self._broken = True
+
     async def cancel_server(self) -> None:
-        """Cancel what the connection runs, from a side connection; broken if that failed."""
+        """Cancel what the connection runs, from a side connection; broken if that failed.
+
+        Behind PgBouncer the server process changes from one transaction to the next and
+        its id may be another client's: the connection is given up instead (PgBouncer
+        then closes the server connection it was using).
+        """
         self._abandoned = False
+        if self._bouncer:
+            self._broken = True
+            return
         try:
             dsn, kwargs = _connect_args(self._params)
             side = await psqlpy.connect(dsn=dsn, **kwargs)
@@ -668,12 +723,40 @@ class PsqlpyConn:
 
     async def _numeric_params(self, sql: str) -> tuple[int, ...]:
         raw = self.raw
-        statement = await self._call(lambda: raw.prepare(sql))
-        types = await self._call(lambda: raw.fetch_val(_PARAM_TYPES, [sql]))
-        del statement  # kept alive until its types were read
+        if self._bouncer:
+            types = await self._declared_types(sql)
+        else:
+            statement = await self._call(lambda: raw.prepare(sql))
+            types = await self._call(lambda: raw.fetch_val(_PARAM_TYPES, [sql]))
+            del statement  # kept alive until its types were read
         found = tuple(i for i, t in enumerate(types or ()) if t in ("numeric", "numeric[]"))
         _remember(self._numeric, sql, found)
         return found
+
+    async def _declared_types(self, sql: str) -> list[str]:
+        """Behind PgBouncer: ``sql``'s parameter types, from an SQL-level ``PREPARE`` made,
+        read and dropped in one transaction (the server may change between transactions);
+        [] for a statement ``PREPARE`` does not take."""
+        statements = _statements(sql)
+        if len(statements) != 1 or _words(sql)[0] not in _PREPARABLE:
+            return []
+        raw = self.raw
+        # A name no other client uses: should a failure leave the statement behind, it
+        # stays on that server connection until PgBouncer closes it.
+        name = f"unipool_{secrets.token_hex(8)}"
+        opened = self._tx is TxStatus.IDLE
+        prepare = f"PREPARE {name} AS {statements[0]}"
+        prepared = self._prepared
+        try:
+            await self._call(lambda: raw.execute_batch(f"BEGIN; {prepare}" if opened else prepare))
+            types = await self._call(lambda: raw.fetch_val(_TYPES_OF, [name], prepared=prepared))
+        except Error:
+            if opened:
+                await self._abort()
+            raise
+        drop = f"DEALLOCATE {name}"
+        await self._call(lambda: raw.execute_batch(f"{drop}; COMMIT" if opened else drop))
+        return list(types or ())
 
     def _decoded(self, sql: str, result: Any) -> tuple[list[Any], _Shape] | None:
         """``result`` decoded as the statement is known to need; None: learn first."""
@@ -715,8 +798,22 @@ class PsqlpyConn:
 
     async def _names(self, sql: str, args: list[Any]) -> tuple[str, ...]:
         raw = self.raw
-        statement = await self._call(lambda: raw.prepare(sql, args or [None]))
+        if self._prepared:
+            statement = await self._call(lambda: raw.prepare(sql, args or [None]))
+        else:  # psqlpy keeps it prepared: dropped on the server in the same transaction
+            statement = await self._extended(lambda: self._prepare_once(sql, args))
         return tuple(column.name for column in statement.columns())
+
+    async def _prepare_once(self, sql: str, args: list[Any]) -> Any:
+        """psqlpy's prepared statement for ``sql``, deallocated on the server (in a
+        transaction: psqlpy itself would keep it, while the server may change)."""
+        raw = self.raw
+        statement = await raw.prepare(sql, args or [None])
+        found = await raw.fetch(_NAMES_OF, [sql], prepared=False)
+        names = [row[0] for row in found.result(as_tuple=True)]
+        if names:
+            await raw.execute_batch("; ".join(f"DEALLOCATE {quote_ident(n)}" for n in names))
+        return statement
 
     # -- the uniform operations ---------------------------------------------
 
@@ -736,7 +833,10 @@ class PsqlpyConn:
         if first in ("INSERT", "UPDATE", "DELETE") and not _RETURNING.search(sql):
             counted = f"WITH dml AS ({sql.strip().rstrip(';')}\nRETURNING 1) {_COUNT}"
             values = await self._values(counted, args)
-            count = await self._call(lambda: raw.fetch_val(counted, values), sql)
+            prepared = self._prepared
+            count = await self._extended(
+                lambda: raw.fetch_val(counted, values, prepared=prepared), sql
+            )
             return _command_tag(sql, int(count))
         rows, _ = await self._query(sql, args)
         return _command_tag(sql, len(rows))
@@ -762,12 +862,14 @@ class PsqlpyConn:
             return
         if any(_is_numeric(v) for args in batches for v in args):
             await self._decimals(sql, batches)
-        await self._call(lambda: self.raw.execute_many(sql, batches), sql)
+        prepared = self._prepared
+        await self._extended(lambda: self.raw.execute_many(sql, batches, prepared=prepared), sql)
 
     async def _query(self, sql: str, args: Sequence[Any]) -> tuple[list[Any], _Shape]:
         """Run a statement: its rows as tuples, and its shape."""
         values = await self._values(sql, args)
-        result = await self._call(lambda: self.raw.fetch(sql, values), sql)
+        prepared = self._prepared
+        result = await self._extended(lambda: self.raw.fetch(sql, values, prepared=prepared), sql)
         return self._decoded(sql, result) or await self._learn(sql, values, result)
 
     async def fetch(self, sql: str, args: Sequence[Any]) -> list[Record]:
@@ -792,7 +894,7 @@ class PsqlpyConn:
             for i in numeric:
                 row[i] = _decimal(row[i])
         names = [name for name, _ in columns]
-        count = await self._call(
+        count = await self._extended(
             lambda: self.raw.copy_records_to_table(table, rows, names, schema_name)
         )
         return f"COPY {count}"
@@ -801,7 +903,7 @@ class PsqlpyConn:
         data = b"".join([chunk async for chunk in achunks(await _collected(source))])
         if options.get("format") == "binary":
             table, schema_name, wanted = target
-            count = await self._call(
+            count = await self._extended(
                 lambda: self.raw.binary_copy_to_table(data, table, wanted, schema_name)
             )
             return f"COPY {count}"
@@ -822,7 +924,8 @@ class PsqlpyConn:
         columns = await self._columns(target)
         texts = ", ".join(f"{quote_ident(name)}::text" for name, _ in columns)
         select = f"SELECT {texts} FROM {_qualified(target)}"
-        result = await self._call(lambda: self.raw.fetch(select), select)
+        prepared = self._prepared
+        result = await self._extended(lambda: self.raw.fetch(select, prepared=prepared), select)
         rows = result.result(as_tuple=True)
         lines = _format_copy([name for name, _ in columns], rows, options)
         with sink(output) as out:
@@ -1086,7 +1189,9 @@ def _connect_args(params: ConnectParams) -> tuple[str, dict[str, Any]]:
     """
     info = parse_dsn(params.dsn)
     kwargs = {
-        k: v for k, v in params.kwargs.items() if k != "server_settings" and k not in TCP_PARAMS
+        k: v
+        for k, v in params.kwargs.items()
+        if k not in ("server_settings", PGBOUNCER_KEY) and k not in TCP_PARAMS
     }
     # psqlpy ignores credentials passed beside a DSN: they go into it.
     password = kwargs.pop("password", None)
@@ -1152,6 +1257,9 @@ async def _connect(params: ConnectParams) -> PsqlpyConn:
     except pe.Error as exc:
         raise _connect_error(exc, params) from exc
     try:
+        if pgbouncer_preset(params.kwargs):
+            unprepared = await _names_pass_through(raw)
+            return PsqlpyConn(raw, 0, params, unprepared=unprepared)
         pid = await raw.fetch_val("SELECT pg_backend_pid()")
     except BaseException as exc:
         raw.close()
@@ -1159,6 +1267,29 @@ async def _connect(params: ConnectParams) -> PsqlpyConn:
             raise _connect_error(exc, params) from exc
         raise
     return PsqlpyConn(raw, int(pid), params)
+
+
+async def _names_pass_through(raw: Any) -> bool:
+    """Whether the pooler in front passes psqlpy's statement names to the server unchanged.
+
+    PgBouncer before 1.21 (or with ``max_prepared_statements = 0``) does: psqlpy must
+    then prepare nothing that lasts, and run each statement inside a transaction, where
+    PgBouncer keeps one server. PgBouncer with prepared statements renames them: psqlpy's
+    own prepared statements then work, and its unprepared ones, which it drops with an
+    SQL ``DEALLOCATE`` of the name it gave, fail. An unprepared statement tells which.
+    """
+    await raw.execute_batch("BEGIN")
+    try:
+        await raw.fetch_val("SELECT 1", prepared=False)
+    except pe.Error as exc:
+        report = _REPORT.search(str(exc))
+        if report is None or _sqlstate(report["message"]) != "26000":
+            raise
+        renamed = True
+    else:
+        renamed = False
+    await raw.execute_batch("ROLLBACK")
+    return not renamed
 
 
 async def _connect_timed(params: ConnectParams) -> PsqlpyConn:

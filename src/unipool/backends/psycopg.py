@@ -37,6 +37,7 @@ from .._errors import (
     lost_sqlstate,
     make_database_error,
 )
+from .._options import PGBOUNCER_KEY
 from .._record import Record, column_index
 from .._sql import RESET_SESSION, copy_statement
 from ._copyio import achunks, chunks, sink
@@ -179,6 +180,10 @@ def _connect_error(exc: BaseException, params: ConnectParams) -> ConnectError:
 
 def _connect_kwargs(params: ConnectParams) -> dict[str, Any]:
     kwargs = dict(params.kwargs)
+    if kwargs.pop(PGBOUNCER_KEY, False):
+        # Behind PgBouncer a prepared statement lives on one server connection of its pool
+        # and the next statement may go to another: psycopg must not prepare.
+        kwargs.setdefault("prepare_threshold", None)
     options = [kwargs.pop("options", "")] if "options" in kwargs else []
     settings: Mapping[str, Any] = kwargs.pop("server_settings", None) or {}
     if params.command_timeout is not None:
