@@ -208,6 +208,18 @@ async def test_statements_behind_pgbouncer(mode: str, backend: str, bouncer: PgB
         await pool.execute(f"drop table {table}")
 
 
+async def test_application_name_through_pgbouncer(
+    mode: str, backend: str, bouncer: PgBouncer
+) -> None:
+    """PgBouncer refuses the ``options`` startup parameter, where psycopg and psqlpy send
+    ``server_settings``; ``application_name``, which it takes, goes on its own."""
+    settings = {"server_settings": {"application_name": "bounced"}}
+    async with open_pool(
+        mode, bouncer.dsn(), backend, max_size=1, pgbouncer=True, connect_kwargs=settings
+    ) as pool:
+        assert await pool.fetchval("select current_setting('application_name')") == "bounced"
+
+
 def test_option_is_validated() -> None:
     with pytest.raises(TypeError, match="pgbouncer must be True or False, not str"):
         unipool.connect("postgresql://h/d", pgbouncer="transaction")

@@ -1207,6 +1207,9 @@ def _connect_args(params: ConnectParams) -> tuple[str, dict[str, Any]]:
     if fallback and "application_name" not in query:
         query["application_name"] = fallback
     settings = dict(params.kwargs.get("server_settings") or {})
+    if pgbouncer_preset(params.kwargs) and "application_name" in settings:
+        # PgBouncer takes application_name as a parameter of its own; it refuses `options`.
+        query["application_name"] = str(settings.pop("application_name"))
     if params.command_timeout is not None:
         settings.setdefault("statement_timeout", f"{int(params.command_timeout * 1000)}ms")
     if settings:

@@ -180,12 +180,16 @@ def _connect_error(exc: BaseException, params: ConnectParams) -> ConnectError:
 
 def _connect_kwargs(params: ConnectParams) -> dict[str, Any]:
     kwargs = dict(params.kwargs)
-    if kwargs.pop(PGBOUNCER_KEY, False):
+    bouncer = kwargs.pop(PGBOUNCER_KEY, False)
+    options = [kwargs.pop("options", "")] if "options" in kwargs else []
+    settings: dict[str, Any] = dict(kwargs.pop("server_settings", None) or {})
+    if bouncer:
         # Behind PgBouncer a prepared statement lives on one server connection of its pool
         # and the next statement may go to another: psycopg must not prepare.
         kwargs.setdefault("prepare_threshold", None)
-    options = [kwargs.pop("options", "")] if "options" in kwargs else []
-    settings: Mapping[str, Any] = kwargs.pop("server_settings", None) or {}
+        # PgBouncer takes application_name as a parameter of its own; it refuses `options`.
+        if "application_name" in settings:
+            kwargs.setdefault("application_name", str(settings.pop("application_name")))
     if params.command_timeout is not None:
         settings = {"statement_timeout": f"{int(params.command_timeout * 1000)}ms", **settings}
     for key, value in settings.items():
