@@ -315,3 +315,10 @@ async def test_mode_binding(dsn: str, mode: str, backend: str) -> None:
         await pool.aclose()
     with pytest.raises(unipool.PoolClosed):
         await pool.afetchval("select 1")
+
+
+async def test_closing_an_empty_pool_returns_at_once(make_pool: PoolFactory) -> None:
+    async with make_pool(min_size=0, max_size=2) as pool:
+        start = anyio.current_time()
+        await pool.close(timeout=5.0)
+        assert anyio.current_time() - start < 0.5

@@ -99,9 +99,10 @@ class AsyncFace:
     async def close(self, timeout: float) -> None:
         """Refuse new requests, let borrowers finish up to ``timeout``, then terminate."""
         closes = self._apply(self.core.close)
+        deadline = self._now() + timeout
         with anyio.CancelScope(shield=True):
-            with anyio.move_on_after(timeout):
-                await self._close_slots(closes)
+            with anyio.move_on_at(deadline):
+                await self._close_slots(closes, deadline)
                 self._check_drained()
                 await self._drained.wait()
             if self.core.size:
@@ -261,7 +262,7 @@ class AsyncFace:
         self._abandoned.append(slot)
         try:
             self._call_soon(self._reap)
-        except RuntimeError:  # the event loop is gone: so is the pool
+        except Exception:  # the event loop is gone (closed, finished): so is the pool
             pass
 
     def _reap(self) -> None:
@@ -358,21 +359,30 @@ class AsyncFace:
             await self._run(self.core.take_actions())
         self._check_drained()
 
-    async def _close_slots(self, slots: list[Slot]) -> None:
+    async def _close_slots(self, slots: list[Slot], deadline: float = math.inf) -> None:
+        """Close the connections of ``slots``, together; each is cut short after
+        ``_CLOSE_TIMEOUT`` or at ``deadline``, whichever comes first."""
         with anyio.CancelScope(shield=True):
-            for slot in slots:
-                driver: AsyncConn | None = slot.conn
-                if driver is not None:
-                    with anyio.move_on_after(_CLOSE_TIMEOUT) as scope:
-                        try:
-                            await driver.close()
-                        except Exception as exc:
-                            logger.debug("error closing a connection: %s", exc)
-                    if scope.cancelled_caught:
-                        driver.terminate()
-                self.core.closed(slot, self._now())
-                self._dispatch(self.core.take_actions())
+            if len(slots) == 1:
+                await self._close_slot(slots[0], deadline)
+            elif slots:
+                async with anyio.create_task_group() as tg:
+                    for slot in slots:
+                        tg.start_soon(self._close_slot, slot, deadline)
         self._check_drained()
+
+    async def _close_slot(self, slot: Slot, deadline: float) -> None:
+        driver: AsyncConn | None = slot.conn
+        if driver is not None:
+            with anyio.move_on_at(min(deadline, self._now() + _CLOSE_TIMEOUT)) as scope:
+                try:
+                    await driver.close()
+                except Exception as exc:
+                    logger.debug("error closing a connection: %s", exc)
+            if scope.cancelled_caught:
+                driver.terminate()
+        self.core.closed(slot, self._now())
+        self._dispatch(self.core.take_actions())
 
     async def _run_hook(
         self, hook: Callable[[AsyncConnection], Awaitable[Any]], conn: AsyncConnection

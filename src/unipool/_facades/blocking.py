@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._connection import Connection
-from .._core import CHECKING, Close, Open, Overdue, PoolCore, Slot, Waiter, Wake
+from .._core import CHECKING, CLOSING, Close, Open, Overdue, PoolCore, Slot, Waiter, Wake
 from .._core.machine import Action
 from .._errors import Error, PoolTimeout
 from .._options import PoolOptions
@@ -81,16 +81,45 @@ class BlockingFace:
             time.sleep(0.002)
 
     def close(self, timeout: float) -> None:
-        """Refuse new requests, let borrowers finish up to ``timeout``, then terminate."""
-        self._call(self.core.close)
+        """Refuse new requests, let borrowers finish up to ``timeout``, then terminate.
+
+        Idle connections are closed on a helper thread, so that a server that
+        does not answer cannot hold the caller past ``timeout``.
+        """
+        with self._lock:
+            self.core.close(_monotonic())
+            actions = self.core.take_actions()
+            if not self.core.size:
+                self._drained.set()
+        closer = threading.Thread(target=self._run, args=(actions,), name="unipool-close")
+        closer.daemon = True
+        closer.start()
         if not self._drained.wait(timeout) and self.core.size:
             self.terminate()
             self._drained.wait(1.0)
         self._stop_housekeeper()
 
     def terminate(self) -> None:
-        """Close every connection now."""
-        self._call(self.core.terminate)
+        """Close every connection now, cutting short closes under way."""
+        with self._lock:
+            core = self.core
+            core.terminate(_monotonic())
+            actions = core.take_actions()
+            closing = [slot for slot in core.iter_slots() if slot.state is CLOSING]
+            for slot in closing:
+                core.closed(slot, _monotonic())
+            if core.closing and not core.size:
+                self._drained.set()
+        for action in actions:
+            if action.__class__ is Wake:
+                action.waiter.token.release()
+        for slot in closing:
+            driver: SyncConn | None = slot.conn
+            if driver is not None:
+                try:
+                    driver.terminate()
+                except Exception as exc:  # it is being dropped either way
+                    logger.debug("error terminating a connection: %s", exc)
         self._stop_housekeeper()
 
     def _stop_housekeeper(self) -> None:
