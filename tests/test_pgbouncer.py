@@ -90,10 +90,10 @@ def call(i: int) -> tuple[Any, ...]:
     return (sql, *args(i))
 
 
-def blocking_job(pool: unipool.Pool, i: int, outcome: Outcome) -> None:
-    """Job ``i``: one statement, or every tenth job two in a transaction."""
+def blocking_job(pool: unipool.Pool, i: int, outcome: Outcome, transactions: bool) -> None:
+    """Job ``i``: one statement, or (``transactions``) every tenth job two in a transaction."""
     try:
-        if i % 10:
+        if i % 10 or not transactions:
             outcome.check(i, pool.fetchval(*call(i)))
             return
         with pool.transaction() as conn:
@@ -103,10 +103,10 @@ def blocking_job(pool: unipool.Pool, i: int, outcome: Outcome) -> None:
         outcome.failed(exc)
 
 
-async def async_job(pool: unipool.Pool, i: int, outcome: Outcome) -> None:
+async def async_job(pool: unipool.Pool, i: int, outcome: Outcome, transactions: bool) -> None:
     """`blocking_job` for asyncio and trio."""
     try:
-        if i % 10:
+        if i % 10 or not transactions:
             outcome.check(i, await pool.afetchval(*call(i)))
             return
         async with pool.transaction() as conn:
@@ -116,16 +116,16 @@ async def async_job(pool: unipool.Pool, i: int, outcome: Outcome) -> None:
         outcome.failed(exc)
 
 
-async def run_jobs(pool: ModePool, count: int = QUERIES) -> Outcome:
+async def run_jobs(pool: ModePool, count: int = QUERIES, transactions: bool = True) -> Outcome:
     """``count`` concurrent jobs: tasks, or in sync mode blocking calls in worker threads
     (anyio's, at most 40 at a time)."""
     outcome = Outcome()
     async with anyio.create_task_group() as tg:
         for i in range(count):
             if pool.sync:
-                tg.start_soon(in_thread, blocking_job, pool.pool, i, outcome)
+                tg.start_soon(in_thread, blocking_job, pool.pool, i, outcome, transactions)
             else:
-                tg.start_soon(async_job, pool.pool, i, outcome)
+                tg.start_soon(async_job, pool.pool, i, outcome, transactions)
     return outcome
 
 
@@ -156,6 +156,20 @@ async def test_prepared_heavy_load_through_transaction_pooling(
         assert not outcome.wrong, outcome.wrong[:5]
     else:  # the test can tell: the same work fails where statements stay prepared
         assert outcome.misplaced() > 0, (dict(outcome.errors), outcome.wrong[:5])
+
+
+async def test_statement_pooling(mode: str, backend: str, server: TempServer) -> None:
+    """PgBouncer in statement mode: each statement may get another server."""
+    if backend == "psqlpy":
+        pytest.skip("psqlpy needs transactions, which statement mode refuses")
+    settings = {"pool_mode": "statement", "default_pool_size": str(SERVER_POOL)}
+    with PgBouncer(server.port, settings=settings) as bouncer:
+        async with open_pool(
+            mode, bouncer.dsn(), backend, max_size=CLIENT_POOL, pgbouncer=True
+        ) as pool:
+            outcome = await run_jobs(pool, transactions=False)
+    assert not outcome.errors, dict(outcome.errors)
+    assert not outcome.wrong, outcome.wrong[:5]
 
 
 async def test_preset_leaves_nothing_prepared(mode: str, backend: str, dsn: str) -> None:
