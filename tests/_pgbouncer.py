@@ -6,6 +6,9 @@ throwaway servers use when the tests run as root: PgBouncer refuses to run as
 root), waits until it accepts connections, and on leaving the ``with`` block
 stops it and deletes the directory. Every login is trusted, as on a
 `TempServer` without a password.
+
+`RenamingProxy` models what Debian's PgBouncer (1.18) cannot show: the renaming of
+prepared statements by PgBouncer 1.21 and later.
 """
 
 from __future__ import annotations
@@ -14,12 +17,16 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from unipool._tempserver import _accepts_tcp, _free_port, _unprivileged_account
 
@@ -205,3 +212,119 @@ class PgBouncer:
             if tail:
                 return f"\n--- tail of {self.log_path} ---\n{tail}"
         return ""
+
+
+_SSL_REQUEST, _GSSENC_REQUEST = 80877103, 80877104
+_STATEMENT_PREFIX = b"PGBOUNCER_"
+
+
+class RenamingProxy:
+    """A TCP proxy to a server that renames clients' named prepared statements, as
+    PgBouncer 1.21 and later does with ``max_prepared_statements`` > 0.
+
+    Only the renaming is modelled: each client connection gets a server connection
+    of its own, so a statement the client prepares is there when it executes it, and an
+    SQL ``DEALLOCATE`` of the name the client gave finds nothing.
+    """
+
+    def __init__(self, server_host: str, server_port: int) -> None:
+        self._server = (server_host, server_port)
+        self._listener: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        assert self._listener is not None
+        port: int = self._listener.getsockname()[1]
+        return port
+
+    @property
+    def host(self) -> str:
+        return _HOST
+
+    def __enter__(self) -> RenamingProxy:
+        self._listener = socket.create_server((_HOST, 0))
+        self._spawn(self._accept, self._listener)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._lock:
+            sockets = [s for s in (self._listener, *self._sockets) if s is not None]
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self._server)
+            with self._lock:
+                self._sockets += [client, server]
+            self._spawn(self._to_server, client, server)
+            self._spawn(self._to_client, server, client)
+
+    @staticmethod
+    def _to_client(server: socket.socket, client: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := server.recv(65536):
+                client.sendall(data)
+        with contextlib.suppress(OSError):
+            client.shutdown(socket.SHUT_WR)
+
+    @classmethod
+    def _to_server(cls, client: socket.socket, server: socket.socket) -> None:
+        with contextlib.suppress(OSError, EOFError):
+            while True:  # untyped packets: TLS or GSS requests (answered by one byte), startup
+                head = _read(client, 8)
+                length, code = struct.unpack("!ii", head)
+                server.sendall(head + _read(client, length - 8))
+                if code not in (_SSL_REQUEST, _GSSENC_REQUEST):
+                    break
+            while True:
+                kind = _read(client, 1)
+                (length,) = struct.unpack("!i", _read(client, 4))
+                body = cls._renamed(kind, _read(client, length - 4))
+                server.sendall(kind + struct.pack("!i", len(body) + 4) + body)
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_WR)
+
+    @staticmethod
+    def _renamed(kind: bytes, body: bytes) -> bytes:
+        """A Parse, Bind, Describe or Close message with the statement's name changed."""
+
+        def rename(name: bytes) -> bytes:
+            return _STATEMENT_PREFIX + name if name else name
+
+        if kind == b"P":
+            name, rest = body.split(b"\0", 1)
+            return rename(name) + b"\0" + rest
+        if kind == b"B":
+            portal, name, rest = body.split(b"\0", 2)
+            return portal + b"\0" + rename(name) + b"\0" + rest
+        if kind in (b"D", b"C") and body[:1] == b"S":
+            return b"S" + rename(body[1:-1]) + b"\0"
+        return body
+
+
+def _read(sock: socket.socket, size: int) -> bytes:
+    """Exactly ``size`` bytes; EOFError if the peer closed first."""
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data

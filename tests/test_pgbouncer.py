@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -23,7 +23,8 @@ import pytest
 
 import unipool
 from tests._modes import ModePool, in_thread, open_pool
-from tests._pgbouncer import PgBouncer, find_pgbouncer
+from tests._pgbouncer import PgBouncer, RenamingProxy, find_pgbouncer
+from unipool._dsn import parse_dsn
 from unipool._tempserver import TempServer
 
 #: PgBouncer's server connections, fewer than the pool's client connections.
@@ -172,6 +173,32 @@ async def test_statement_pooling(mode: str, backend: str, server: TempServer) ->
     assert not outcome.wrong, outcome.wrong[:5]
 
 
+async def test_psqlpy_behind_a_pooler_that_renames_statements(mode: str, dsn: str) -> None:
+    """Where the pooler renames prepared statements (PgBouncer 1.21 and later with
+    ``max_prepared_statements``), psqlpy's unprepared statements fail (psqlpy drops them
+    by the name it gave): the adapter sees it at connect and keeps psqlpy's own."""
+    pytest.importorskip("psqlpy")
+    info = parse_dsn(dsn)
+    host, port = info.hosts[0] if info.hosts else ("localhost", None)
+    if host.startswith("/"):
+        pytest.skip("the test server is reached through a unix socket")
+    with RenamingProxy(host or "localhost", port or 5432) as proxy:
+        proxied = replace(info, hosts=((proxy.host, proxy.port),)).to_uri()
+        async with (
+            open_pool(mode, proxied, "psqlpy", max_size=1, pgbouncer=True) as pool,
+            pool.acquire() as conn,
+        ):
+            for i in range(3):
+                assert await conn.fetchval("select $1::int * 2", i) == 2 * i
+                assert await conn.fetchval("select $1::numeric + 1", i) == i + 1
+            row = await conn.fetchrow("select 1 as a, 'x'::char(2) as c, 2 as a")
+            assert row is not None and tuple(row) == (1, "x ", 2)
+            renamed = await conn.fetchval(
+                "select count(*) from pg_prepared_statements where name like 'PGBOUNCER_%'"
+            )
+    assert renamed >= 3
+
+
 async def test_preset_leaves_nothing_prepared(mode: str, backend: str, dsn: str) -> None:
     """Straight to the server (no pooler): the preset leaves no prepared statement in the
     session, and a driver setting in ``connect_kwargs`` wins over it."""
@@ -232,6 +259,22 @@ async def test_application_name_through_pgbouncer(
         mode, bouncer.dsn(), backend, max_size=1, pgbouncer=True, connect_kwargs=settings
     ) as pool:
         assert await pool.fetchval("select current_setting('application_name')") == "bounced"
+
+
+async def test_psqlpy_gives_up_a_cancelled_connection(mode: str, bouncer: PgBouncer) -> None:
+    """psqlpy cannot cancel a query; the adapter's cancel from a side connection would
+    name a server process PgBouncer may have lent to another client: the connection goes."""
+    if mode == "sync":
+        pytest.skip("threads cannot be cancelled")
+    pytest.importorskip("psqlpy")
+    async with open_pool(mode, bouncer.dsn(), "psqlpy", max_size=1, pgbouncer=True) as pool:
+        assert await pool.fetchval("select 1") == 1
+        with anyio.move_on_after(0.3) as scope:
+            await pool.fetchval("select pg_sleep(5)")
+        assert scope.cancelled_caught
+        assert await pool.fetchval("select $1::int + 1", 1) == 2
+        stats = pool.stats()
+    assert (stats.recycled["broken"], stats.connects) == (1, 2)
 
 
 def test_option_is_validated() -> None:
