@@ -24,6 +24,7 @@ from .._core.machine import Action
 from .._errors import Error
 from .._options import PoolOptions
 from ..backends.base import AsyncConn, Backend, ConnectParams, Runtime
+from . import common
 from .common import (
     READ_ONLY_PROBE,
     borrow_site,
@@ -36,9 +37,9 @@ from .common import (
     wants_writable,
 )
 from .parking import parking_for
+from .watchdog import WATCHDOG
 
 _HOUSEKEEPING_MAX_SLEEP = 1.0
-_CLOSE_TIMEOUT = 5.0
 
 
 class AsyncFace:
@@ -201,12 +202,22 @@ class AsyncFace:
     async def _check(self, slot: Slot) -> bool:
         """Ping a slot before handing it out; False if it had to be dropped."""
         driver: AsyncConn = slot.conn
+        ok = False
         try:
-            if wants_writable(self.params.dsn):
-                ok = bool(await driver.fetchval(READ_ONLY_PROBE, (), 0) == "off")
-            else:
-                await driver.ping()
-                ok = True
+            # The watchdog cuts the connection when the check overruns, so that the check
+            # fails as on a lost connection, with no cancel request to a server that does
+            # not answer; the cancel scope is the backstop for a driver that would not notice.
+            with (
+                WATCHDOG.guard(driver, common.CHECK_TIMEOUT),
+                anyio.move_on_after(common.CHECK_TIMEOUT + 1.0) as scope,
+            ):
+                if wants_writable(self.params.dsn):
+                    ok = bool(await driver.fetchval(READ_ONLY_PROBE, (), 0) == "off")
+                else:
+                    await driver.ping()
+                    ok = True
+            if scope.cancelled_caught:
+                driver.terminate()
         except Error:
             ok = False
         except BaseException:
@@ -241,7 +252,7 @@ class AsyncFace:
             reusable = False
             if cause is None:
                 cause = "broken"
-                with anyio.move_on_after(_CLOSE_TIMEOUT):
+                with anyio.move_on_after(common.CLOSE_TIMEOUT):
                     reusable = await self._reset(driver, conn)
             await self._release_slot(slot, reusable=reusable, cause=cause)
 
@@ -361,7 +372,7 @@ class AsyncFace:
 
     async def _close_slots(self, slots: list[Slot], deadline: float = math.inf) -> None:
         """Close the connections of ``slots``, together; each is cut short after
-        ``_CLOSE_TIMEOUT`` or at ``deadline``, whichever comes first."""
+        ``CLOSE_TIMEOUT`` or at ``deadline``, whichever comes first."""
         with anyio.CancelScope(shield=True):
             if len(slots) == 1:
                 await self._close_slot(slots[0], deadline)
@@ -374,7 +385,7 @@ class AsyncFace:
     async def _close_slot(self, slot: Slot, deadline: float) -> None:
         driver: AsyncConn | None = slot.conn
         if driver is not None:
-            with anyio.move_on_at(min(deadline, self._now() + _CLOSE_TIMEOUT)) as scope:
+            with anyio.move_on_at(min(deadline, self._now() + common.CLOSE_TIMEOUT)) as scope:
                 try:
                     await driver.close()
                 except Exception as exc:

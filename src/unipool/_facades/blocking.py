@@ -21,6 +21,7 @@ from .._core.machine import Action
 from .._errors import Error, PoolTimeout
 from .._options import PoolOptions
 from ..backends.base import Backend, ConnectParams, SyncConn
+from . import common
 from .common import (
     READ_ONLY_PROBE,
     borrow_site,
@@ -32,6 +33,7 @@ from .common import (
     report_overdue,
     wants_writable,
 )
+from .watchdog import WATCHDOG
 
 _monotonic = time.monotonic
 _HOUSEKEEPING_MAX_SLEEP = 1.0
@@ -177,11 +179,12 @@ class BlockingFace:
         """Ping a slot before handing it out; False if it had to be dropped."""
         driver: SyncConn = slot.conn
         try:
-            if wants_writable(self.params.dsn):
-                ok = bool(driver.fetchval(READ_ONLY_PROBE, (), 0) == "off")
-            else:
-                driver.ping()
-                ok = True
+            with WATCHDOG.guard(driver, common.CHECK_TIMEOUT):
+                if wants_writable(self.params.dsn):
+                    ok = bool(driver.fetchval(READ_ONLY_PROBE, (), 0) == "off")
+                else:
+                    driver.ping()
+                    ok = True
         except Error:
             ok = False
         except BaseException:
@@ -214,7 +217,8 @@ class BlockingFace:
         if cause is None:
             cause = "broken"
             try:
-                reusable = driver.alive() and driver.reset(conn._dirty)
+                with WATCHDOG.guard(driver, common.CLOSE_TIMEOUT):
+                    reusable = driver.alive() and driver.reset(conn._dirty)
                 reset = self.options.reset
                 if reusable and reset is not None:
                     reset(conn)
@@ -294,7 +298,8 @@ class BlockingFace:
         driver: SyncConn | None = slot.conn
         if driver is not None:
             try:
-                driver.close()
+                with WATCHDOG.guard(driver, common.CLOSE_TIMEOUT):
+                    driver.close()
             except Exception as exc:  # the connection is gone either way
                 logger.debug("error closing a connection: %s", exc)
         self._call(self.core.closed, slot)

@@ -15,6 +15,11 @@ from .._errors import PoolTimeout, ReadOnlySQLTransaction
 
 logger = logging.getLogger("unipool")
 
+#: Seconds a health check (ping) may take before the connection is given up.
+CHECK_TIMEOUT = 5.0
+#: Seconds a reset or a close may take before the connection is cut.
+CLOSE_TIMEOUT = 5.0
+
 
 def pool_timeout(core: PoolCore, name: str, timeout: float) -> PoolTimeout:
     """The PoolTimeout for a request that waited ``timeout`` seconds in vain.

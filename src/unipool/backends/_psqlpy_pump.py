@@ -184,15 +184,21 @@ def _check_yielded(pump: _Pump, loop: _Loop, yielded: object) -> _Future | None:
 class _SyncPump(_Pump):
     """Drives a coroutine from the calling thread, sleeping on a queue."""
 
-    __slots__ = ("_queue", "waits")
+    __slots__ = ("_abort", "_queue", "waits")
 
     def __init__(self) -> None:
         super().__init__()
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._abort: BaseException | None = None
         self.waits = 0
 
     def post(self, item: _Item) -> None:
         self._queue.put(item)
+
+    def abort(self, error: BaseException) -> None:
+        """Stop waiting (from any thread): `run` drops the coroutine and raises ``error``."""
+        self._abort = error
+        self._queue.put(None)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         loop = _Loop(self)
@@ -224,6 +230,8 @@ class _SyncPump(_Pump):
                         _run_call(item)
                     if self.problem is not None:
                         raise self.failed()
+                    if self._abort is not None:
+                        raise self._abort
         except BaseException as exc:
             coro.close()
             if self.problem is not None and not isinstance(exc, RuntimeError):
@@ -231,7 +239,7 @@ class _SyncPump(_Pump):
             raise
 
 
-def pump_sync(coro: Coroutine[Any, Any, T]) -> T:
+def pump_sync(coro: Coroutine[Any, Any, T], pump: _SyncPump | None = None) -> T:
     """Drive a psqlpy coroutine to completion from a plain thread (no event loop running in it).
 
     Blocks the calling thread (without spinning) until psqlpy's tokio threads
@@ -248,7 +256,7 @@ def pump_sync(coro: Coroutine[Any, Any, T]) -> T:
             "pump_sync() called with an asyncio loop running in this thread: await the "
             "psqlpy coroutine instead"
         )
-    return _SyncPump().run(coro)
+    return (pump or _SyncPump()).run(coro)
 
 
 class _TrioPump(_Pump):

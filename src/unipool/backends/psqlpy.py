@@ -632,6 +632,8 @@ class PsqlpyConn:
             if not _on_asyncio():  # a pump dropped this call (GeneratorExit): its runner cancels
                 self._abandoned = True
                 raise
+            if self._broken:  # cut or lost: the connection is dropped, nothing to cancel
+                raise
             with anyio.move_on_after(_CANCEL_TIMEOUT, shield=True), contextlib.suppress(Exception):
                 await self.cancel_server()
             raise
@@ -700,7 +702,7 @@ class PsqlpyConn:
     @property
     def abandoned(self) -> bool:
         """A pumped call was dropped mid-query: `cancel_server` should run."""
-        return self._abandoned
+        return self._abandoned and not self._broken
 
     # -- parameters and results ---------------------------------------------
 
@@ -968,6 +970,7 @@ class PsqlpyConn:
         self.terminate()
 
     def terminate(self) -> None:
+        self._broken = True
         _live.discard(self)
         self.raw.close()
 
@@ -1325,22 +1328,40 @@ async def _loop_acall(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
     return await shared_loop().acall(fn, *args)
 
 
+class _PumpRunner:
+    """``run(fn, *args)`` for blocking code through the pump; ``cut()`` stops it from any thread."""
+
+    __slots__ = ("_conn", "_pump")
+
+    def __init__(self, conn: PsqlpyConn) -> None:
+        self._conn = conn
+        self._pump: Any = None  # the pump of the call under way
+
+    def __call__(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
+        from ._psqlpy_pump import _SyncPump, pump_sync
+
+        self._pump = pump = _SyncPump()
+        try:
+            return pump_sync(fn(*args), pump)
+        except BaseException:  # KeyboardInterrupt: the query may still run
+            if self._conn.abandoned:
+                with contextlib.suppress(Exception):
+                    _loop_call(self._conn.cancel_server, timeout=_CANCEL_TIMEOUT)
+            raise
+        finally:
+            self._pump = None
+
+    def cut(self) -> None:
+        """Close the connection; a call waiting on it fails with `ConnectionLost` at once."""
+        self._conn.terminate()
+        pump = self._pump
+        if pump is not None:
+            pump.abort(ConnectionLost("the connection was cut: the server did not answer"))
+
+
 def _sync_runner(conn: PsqlpyConn) -> Callable[..., Any]:
     """``run(fn, *args)`` for blocking code: the pump, or the shared loop thread."""
-    if not _pump_works():
-        return _loop_call
-    from ._psqlpy_pump import pump_sync
-
-    def run(fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
-        try:
-            return pump_sync(fn(*args))
-        except BaseException:  # KeyboardInterrupt: the query may still run
-            if conn.abandoned:
-                with contextlib.suppress(Exception):
-                    _loop_call(conn.cancel_server, timeout=_CANCEL_TIMEOUT)
-            raise
-
-    return run
+    return _PumpRunner(conn) if _pump_works() else _loop_call
 
 
 def _trio_runner(conn: PsqlpyConn) -> Callable[..., Awaitable[Any]]:
@@ -1394,7 +1415,8 @@ class PsqlpyBackend:
         from ._bridged import SyncBridge
 
         conn: PsqlpyConn = _loop_call(_connect_timed, params)
-        return SyncBridge(conn, _sync_runner(conn), conn.terminate)
+        runner = _sync_runner(conn)
+        return SyncBridge(conn, runner, getattr(runner, "cut", conn.terminate))
 
     async def connect_async(self, params: ConnectParams, runtime: Runtime) -> Any:
         if runtime == "asyncio":
