@@ -13,16 +13,6 @@ _names = itertools.count(1)
 #: Accepted for compatibility with asyncpg's pool.
 ALIASES = {"max_inactive_connection_lifetime": "max_idle"}
 
-#: How the ``pgbouncer`` preset reaches the backends: this key of ``connect_kwargs``,
-#: which every backend removes before it calls its driver.
-PGBOUNCER_KEY = "unipool.pgbouncer"
-
-
-def pgbouncer_preset(connect_kwargs: Mapping[str, Any]) -> bool:
-    """Whether the pool behind ``connect_kwargs`` was made with ``pgbouncer=True``."""
-    return connect_kwargs.get(PGBOUNCER_KEY) is True
-
-
 @dataclass(frozen=True)
 class PoolOptions:
     """Every option of a pool, validated; see the README for their meaning."""
@@ -112,7 +102,7 @@ def build_options(**options: Any) -> PoolOptions:
         raise TypeError(f"connect_kwargs must be a mapping, not {type(kwargs).__name__}")
     else:
         options["connect_kwargs"] = dict(kwargs)
-    _apply_pgbouncer(options)
+    _check_pgbouncer(options)
     label: Any = options.get("name")
     if label is None or label == "":
         options["name"] = f"pool-{next(_names)}"
@@ -128,15 +118,10 @@ def build_options(**options: Any) -> PoolOptions:
     return result
 
 
-def _apply_pgbouncer(options: dict[str, Any]) -> None:
-    """Validate ``pgbouncer`` and mark ``connect_kwargs`` with it, for the backends."""
+def _check_pgbouncer(options: dict[str, Any]) -> None:
     preset = options.get("pgbouncer", False)
     if not isinstance(preset, bool):
         raise TypeError(f"pgbouncer must be True or False, not {type(preset).__name__}")
-    kwargs = options["connect_kwargs"]
-    kwargs.pop(PGBOUNCER_KEY, None)
-    if preset:
-        kwargs[PGBOUNCER_KEY] = True
 
 
 def _check_int(name: str, value: Any) -> None:

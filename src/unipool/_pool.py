@@ -592,6 +592,7 @@ def _connect_params(dsn: str | None, options: PoolOptions, extra: dict[str, Any]
         kwargs=kwargs,
         secrets=secrets,
         factory=options.connect,
+        pgbouncer=options.pgbouncer,
     )
 
 

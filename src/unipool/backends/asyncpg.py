@@ -40,7 +40,6 @@ from .._errors import (
     lost_sqlstate,
     make_database_error,
 )
-from .._options import PGBOUNCER_KEY
 from .._record import Record, column_index
 from .._sql import RESET_SESSION
 from ._bridged import AsyncBridge, SyncBridge
@@ -315,8 +314,8 @@ _JSON_CODECS: dict[str, tuple[Any, Any]] = {
 
 async def _connect(params: ConnectParams) -> AsyncpgConn:
     info = parse_dsn(params.dsn)
-    kwargs = {k: v for k, v in params.kwargs.items() if k not in TCP_PARAMS and k != PGBOUNCER_KEY}
-    if params.kwargs.get(PGBOUNCER_KEY):
+    kwargs = {k: v for k, v in params.kwargs.items() if k not in TCP_PARAMS}
+    if params.pgbouncer:
         # No named statements: they would stay on one server connection of PgBouncer's
         # pool while the next statement may go to another. Unnamed ones are safe: asyncpg
         # parses, describes (with a Flush, so PgBouncer keeps the server) and executes

@@ -43,6 +43,8 @@ class ConnectParams:
     #: The ``connect`` hook: called as ``factory(dsn, **driver_kwargs)`` instead of the
     #: driver's own connect function; a coroutine function wherever the driver is async.
     factory: Callable[..., Any] | None = None
+    #: The ``pgbouncer`` option: the DSN points at PgBouncer in transaction or statement mode.
+    pgbouncer: bool = False
 
 
 class SyncConn(Protocol):

@@ -71,7 +71,6 @@ from .._errors import (
     NotSupportedError,
     make_database_error,
 )
-from .._options import PGBOUNCER_KEY, pgbouncer_preset
 from .._record import Record, column_index
 from .._sql import RESET_SESSION, quote_ident
 from ._copyio import achunks, sink
@@ -606,7 +605,7 @@ class PsqlpyConn:
         self._pid = pid
         self._params = params
         #: behind PgBouncer: no server process of our own (``pid`` is 0)
-        self._bouncer = pgbouncer_preset(params.kwargs)
+        self._bouncer = params.pgbouncer
         self._prepared = not unprepared
         self._tx = TxStatus.IDLE
         self._broken = False
@@ -1194,7 +1193,7 @@ def _connect_args(params: ConnectParams) -> tuple[str, dict[str, Any]]:
     kwargs = {
         k: v
         for k, v in params.kwargs.items()
-        if k not in ("server_settings", PGBOUNCER_KEY) and k not in TCP_PARAMS
+        if k != "server_settings" and k not in TCP_PARAMS
     }
     # psqlpy ignores credentials passed beside a DSN: they go into it.
     password = kwargs.pop("password", None)
@@ -1210,7 +1209,7 @@ def _connect_args(params: ConnectParams) -> tuple[str, dict[str, Any]]:
     if fallback and "application_name" not in query:
         query["application_name"] = fallback
     settings = dict(params.kwargs.get("server_settings") or {})
-    if pgbouncer_preset(params.kwargs) and "application_name" in settings:
+    if params.pgbouncer and "application_name" in settings:
         # PgBouncer takes application_name as a parameter of its own; it refuses `options`.
         query["application_name"] = str(settings.pop("application_name"))
     if params.command_timeout is not None:
@@ -1263,7 +1262,7 @@ async def _connect(params: ConnectParams) -> PsqlpyConn:
     except pe.Error as exc:
         raise _connect_error(exc, params) from exc
     try:
-        if pgbouncer_preset(params.kwargs):
+        if params.pgbouncer:
             unprepared = await _names_pass_through(raw)
             return PsqlpyConn(raw, 0, params, unprepared=unprepared)
         pid = await raw.fetch_val("SELECT pg_backend_pid()")

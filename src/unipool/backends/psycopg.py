@@ -37,7 +37,6 @@ from .._errors import (
     lost_sqlstate,
     make_database_error,
 )
-from .._options import PGBOUNCER_KEY
 from .._record import Record, column_index
 from .._sql import RESET_SESSION, copy_statement
 from ._copyio import achunks, chunks, sink
@@ -180,10 +179,9 @@ def _connect_error(exc: BaseException, params: ConnectParams) -> ConnectError:
 
 def _connect_kwargs(params: ConnectParams) -> dict[str, Any]:
     kwargs = dict(params.kwargs)
-    bouncer = kwargs.pop(PGBOUNCER_KEY, False)
     options = [kwargs.pop("options", "")] if "options" in kwargs else []
     settings: dict[str, Any] = dict(kwargs.pop("server_settings", None) or {})
-    if bouncer:
+    if params.pgbouncer:
         # Behind PgBouncer a prepared statement lives on one server connection of its pool
         # and the next statement may go to another: psycopg must not prepare.
         kwargs.setdefault("prepare_threshold", None)
