@@ -48,3 +48,22 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-c", f"import os; os.makedirs({out!r}, exist_ok=True)")
     session.run("python", "-m", "unipool", "bench", "--quick", "--json", f"{out}/bench.json",
                 "--chart", f"{out}/bench.png", *session.posargs)  # fmt: skip
+
+
+@nox.session(default=False)
+def faults_long(session: nox.Session) -> None:
+    """The fault scenarios in their long form (tests/faults with UNIPOOL_FAULTS_LONG=1): a
+    10-minute outage, a 10^6-cycle soak, 5 minutes of fairness, a 60 s terminate storm, ...
+    for every backend x mode, so hours in all; narrow it with ``-- -k ...``."""
+    install(session, "test")
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "tests/faults",
+        "-s",
+        "-o",
+        "timeout=3600",
+        *session.posargs,
+        env={"UNIPOOL_FAULTS_LONG": "1"},
+    )
