@@ -40,6 +40,8 @@ from .parking import parking_for
 from .watchdog import WATCHDOG
 
 _HOUSEKEEPING_MAX_SLEEP = 1.0
+#: Seconds a cut connection gets to fail its call before the call is cancelled.
+_CUT_GRACE = 0.25
 
 
 class AsyncFace:
@@ -209,7 +211,7 @@ class AsyncFace:
             # not answer; the cancel scope is the backstop for a driver that would not notice.
             with (
                 WATCHDOG.guard(driver, common.CHECK_TIMEOUT),
-                anyio.move_on_after(common.CHECK_TIMEOUT + 1.0) as scope,
+                anyio.move_on_after(common.CHECK_TIMEOUT + _CUT_GRACE) as scope,
             ):
                 if wants_writable(self.params.dsn):
                     ok = bool(await driver.fetchval(READ_ONLY_PROBE, (), 0) == "off")
@@ -252,8 +254,13 @@ class AsyncFace:
             reusable = False
             if cause is None:
                 cause = "broken"
-                with anyio.move_on_after(common.CLOSE_TIMEOUT):
+                with (  # bounded as a check is: cut when late, the scope as a backstop
+                    WATCHDOG.guard(driver, common.CLOSE_TIMEOUT),
+                    anyio.move_on_after(common.CLOSE_TIMEOUT + _CUT_GRACE) as scope,
+                ):
                     reusable = await self._reset(driver, conn)
+                if scope.cancelled_caught:
+                    driver.terminate()
             await self._release_slot(slot, reusable=reusable, cause=cause)
 
     async def _reset(self, driver: AsyncConn, conn: AsyncConnection) -> bool:
