@@ -211,15 +211,13 @@ class AsyncFace:
             # not answer; the cancel scope is the backstop for a driver that would not notice.
             with (
                 WATCHDOG.guard(driver, common.CHECK_TIMEOUT),
-                anyio.move_on_after(common.CHECK_TIMEOUT + _CUT_GRACE) as scope,
+                anyio.move_on_after(common.CHECK_TIMEOUT + _CUT_GRACE),
             ):
                 if wants_writable(self.params.dsn):
                     ok = bool(await driver.fetchval(READ_ONLY_PROBE, (), 0) == "off")
                 else:
                     await driver.ping()
                     ok = True
-            if scope.cancelled_caught:
-                driver.terminate()
         except Error:
             ok = False
         except BaseException:
@@ -256,11 +254,9 @@ class AsyncFace:
                 cause = "broken"
                 with (  # bounded as a check is: cut when late, the scope as a backstop
                     WATCHDOG.guard(driver, common.CLOSE_TIMEOUT),
-                    anyio.move_on_after(common.CLOSE_TIMEOUT + _CUT_GRACE) as scope,
+                    anyio.move_on_after(common.CLOSE_TIMEOUT + _CUT_GRACE),
                 ):
                     reusable = await self._reset(driver, conn)
-                if scope.cancelled_caught:
-                    driver.terminate()
             await self._release_slot(slot, reusable=reusable, cause=cause)
 
     async def _reset(self, driver: AsyncConn, conn: AsyncConnection) -> bool:
