@@ -1,0 +1,73 @@
+"""A server that stops answering mid-conversation: checks, resets and close stay bounded (5)."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+
+import unipool
+from tests._modes import open_pool, until
+from tests.faults.conftest import via
+from tests.faults.proxy import FaultProxy
+from unipool._facades import common
+
+SLACK = 0.5
+
+
+@pytest.fixture
+def short_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checks, resets and closes given 0.5 s instead of 5 s."""
+    monkeypatch.setattr(common, "CHECK_TIMEOUT", 0.5)
+    monkeypatch.setattr(common, "CLOSE_TIMEOUT", 0.5)
+
+
+async def test_a_frozen_idle_connection_fails_its_check_in_time(
+    short_bounds: None, proxy: FaultProxy, dsn: str, mode: str, backend: str
+) -> None:
+    options = {"min_size": 1, "max_size": 1, "check": 0.05, "connect_timeout": 1}
+    async with open_pool(mode, via(proxy, dsn), backend, **options) as pool:
+        assert await pool.fetchval("select 1") == 1
+        await until(lambda: pool.stats().idle == 1)
+        await anyio.sleep(0.1)  # idle past `check`: the next hand-out pings
+        proxy.freeze()
+        start = time.monotonic()
+        with pytest.raises(unipool.PoolTimeout):
+            async with pool.acquire(timeout=3.0):
+                pass
+        assert time.monotonic() - start <= 3.0 + SLACK  # not TCP's minutes
+        assert pool.stats().connections_lost == 1  # the check gave the frozen one up
+        proxy.thaw()
+        await until(lambda: pool.stats().idle == 1, timeout=10)
+        assert await pool.fetchval("select 1") == 1
+
+
+async def test_a_dirty_release_into_a_frozen_network_returns_in_time(
+    short_bounds: None, proxy: FaultProxy, dsn: str, mode: str, backend: str
+) -> None:
+    async with open_pool(mode, via(proxy, dsn), backend, min_size=1, max_size=1) as pool:
+        conn = await pool.getconn()
+        await conn.execute("set application_name = 'dirty'")  # the release must reset
+        proxy.freeze()
+        start = time.monotonic()
+        await pool.release(conn)
+        assert time.monotonic() - start <= 0.5 + SLACK
+        assert pool.stats().in_use == 0
+        proxy.thaw()
+        async with pool.acquire(timeout=10) as again:
+            assert await again.fetchval("show application_name") != "dirty"
+
+
+async def test_close_returns_in_time_when_the_server_freezes(
+    proxy: FaultProxy, dsn: str, mode: str, backend: str
+) -> None:
+    async with open_pool(mode, via(proxy, dsn), backend, min_size=3, max_size=3) as pool:
+        held = await pool.getconn()
+        proxy.freeze()
+        start = time.monotonic()
+        await pool.close(timeout=1.0)
+        assert time.monotonic() - start <= 1.0 + SLACK
+        assert pool.pool.get_size() == 0
+        del held
+        proxy.thaw()
