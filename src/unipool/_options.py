@@ -13,6 +13,7 @@ _names = itertools.count(1)
 #: Accepted for compatibility with asyncpg's pool.
 ALIASES = {"max_inactive_connection_lifetime": "max_idle"}
 
+
 @dataclass(frozen=True)
 class PoolOptions:
     """Every option of a pool, validated; see the README for their meaning."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import anyio
 import pytest
@@ -26,7 +27,7 @@ def short_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_a_frozen_idle_connection_fails_its_check_in_time(
     short_bounds: None, proxy: FaultProxy, dsn: str, mode: str, backend: str
 ) -> None:
-    options = {"min_size": 1, "max_size": 1, "check": 0.05, "connect_timeout": 1}
+    options: dict[str, Any] = {"min_size": 1, "max_size": 1, "check": 0.05, "connect_timeout": 1}
     async with open_pool(mode, via(proxy, dsn), backend, **options) as pool:
         assert await pool.fetchval("select 1") == 1
         await until(lambda: pool.stats().idle == 1)

@@ -1191,9 +1191,7 @@ def _connect_args(params: ConnectParams) -> tuple[str, dict[str, Any]]:
     """
     info = parse_dsn(params.dsn)
     kwargs = {
-        k: v
-        for k, v in params.kwargs.items()
-        if k != "server_settings" and k not in TCP_PARAMS
+        k: v for k, v in params.kwargs.items() if k != "server_settings" and k not in TCP_PARAMS
     }
     # psqlpy ignores credentials passed beside a DSN: they go into it.
     password = kwargs.pop("password", None)
