@@ -27,11 +27,6 @@ async def test_cancellation_storm(dsn: str, mode: str, backend: str, name: str) 
     """Scenario 1: acquires cancelled at random points (waiting, checking, querying,
     releasing) leave the pool whole: size = idle = max = the server's count, all idle."""
     _async_only(mode)
-    if (mode, backend) == ("trio", "asyncpg"):
-        pytest.skip(
-            "known bug: the loop-thread bridge reschedules a cancelled trio task twice "
-            "(TrioInternalError in _TrioJob.wake), then the run hangs"
-        )
     rounds, tasks = (10, 1000) if LONG else (3, 150)
     rng = random.Random(1)
     outcomes = {"done": 0, "cancelled": 0}

@@ -48,7 +48,7 @@ _IN_LOOP = "called from the loop thread's own loop: this would deadlock"
 class _Job(Generic[T]):
     """One coroutine run on the loop; `start` and `cancel` run on the loop."""
 
-    __slots__ = ("args", "error", "fn", "loop", "task")
+    __slots__ = ("args", "error", "finished", "fn", "loop", "task")
 
     def __init__(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> None:
         self.fn = fn
@@ -56,25 +56,35 @@ class _Job(Generic[T]):
         self.loop: asyncio.AbstractEventLoop | None = None  # set when submitted
         self.task: asyncio.Future[T] | None = None
         self.error: BaseException | None = None
+        self.finished = False  # set on the loop, once: the outcome is ready
 
     def start(self) -> None:
         try:
             self.task = task = asyncio.ensure_future(self.fn(*self.args))
         except BaseException as ex:  # fn raised before it could be awaited
             self.error = ex
-            self.done(None)
+            self._finish(None)
         else:
-            task.add_done_callback(self.done)
+            task.add_done_callback(self._finish)
+
+    def _finish(self, task: asyncio.Future[T] | None) -> None:
+        if not self.finished:
+            self.finished = True
+            self.done(task)
 
     def done(self, task: asyncio.Future[T] | None) -> None:
         raise NotImplementedError
 
     def cancel(self) -> None:
+        """On the loop: stop the job; nothing to do once it has finished (its outcome may
+        even have been taken already)."""
+        if self.finished:
+            return
         if self.task is not None:
             self.task.cancel()
-        elif self.error is None:  # an interrupt came before `start` was queued
+        else:  # an interrupt came before `start` was queued
             self.error = asyncio.CancelledError()
-            self.done(None)
+            self._finish(None)
 
     def cancelled(self) -> bool:
         """True if the task ended by cancellation."""
@@ -96,16 +106,14 @@ class _Job(Generic[T]):
 class _ThreadJob(_Job[T]):
     """A job a blocking thread waits for on `lock`, released when `finished`."""
 
-    __slots__ = ("finished", "lock")
+    __slots__ = ("lock",)
 
     def __init__(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> None:
         super().__init__(fn, args)
-        self.finished = False
         self.lock = threading.Lock()
         self.lock.acquire()
 
     def done(self, task: asyncio.Future[T] | None) -> None:
-        self.finished = True
         self.lock.release()
 
     def abandon(self) -> None:
