@@ -1282,3 +1282,16 @@ def test_a_write_refused_as_read_only_makes_older_connections_suspect() -> None:
     assert h.core.counters.recycled["read_only"] == 1 and h.core.counters.connections_lost == 0
     got = h.acquire()
     assert got is b and got.state is CHECKING  # checked before anyone writes on it again
+
+
+def test_an_old_idle_connection_failing_its_check_does_not_back_off() -> None:
+    """One that had connected fine and died while idle says nothing about connecting now."""
+    h = Harness(min_size=2, max_size=2, check_after=1.0)
+    h.fill()
+    got = h.at(5.0).acquire()
+    assert isinstance(got, Slot) and got.state is CHECKING and got.queries == 0
+    h.check_done(got, False)
+    h.finish_closes()
+    assert h.opened() == 1, "its replacement is opened as soon as it is closed"
+    other = h.acquire()
+    assert isinstance(other, Slot) and other.state is CHECKING  # suspect: checked too

@@ -109,6 +109,7 @@ class Slot:
     lent_at: float = 0.0
     lent_by: Any = None  # the facade's note of who borrowed it (for leak reports)
     overdue: bool = False
+    close_reason: str = ""  # why it is CLOSING (a recycle cause, or "" for a pool close)
 
     def __repr__(self) -> str:
         return f"<Slot {self.id} {self.state.value}>"
@@ -329,7 +330,8 @@ class PoolCore:
 
         A failed check closes the slot and marks older connections suspect;
         the requester should then ask again with ``acquire(now)``. A slot
-        that never ran a query fails like a connect: new opens back off.
+        opened moments ago (within ``check_after``) that never ran a query
+        fails like a connect: new opens back off.
         """
         assert slot.state is CHECKING
         if ok:
@@ -337,7 +339,9 @@ class PoolCore:
             self.counters.acquires += 1
             return
         self._suspect_before = now
-        if slot.queries == 0:  # never used: as good as a failed connect (rule 4)
+        if slot.queries == 0 and now - slot.created_at <= (self.config.check_after or 0.0):
+            # opened moments ago and unusable at once: as good as a failed connect (rule 4);
+            # one that had worked and died while idle says nothing about connecting now
             self._backoff.failed(now)
         self._close(slot, "broken", now)
         self.counters.connections_lost += 1
@@ -469,6 +473,7 @@ class PoolCore:
             self.counters.recycled[reason] += 1
         slot.state = CLOSING
         slot.owner = None
+        slot.close_reason = reason
         self.actions.append(Close(slot, reason))
 
     def _open(self) -> None:

@@ -17,7 +17,7 @@ LIFETIME_JITTER = 0.1
 #: Reconnect backoff: first delay, growth factor, cap and random spread.
 BACKOFF_INITIAL = 0.05
 BACKOFF_FACTOR = 2.0
-BACKOFF_MAX = 2.0
+BACKOFF_MAX = 1.0
 BACKOFF_SPREAD = 0.1
 
 

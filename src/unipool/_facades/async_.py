@@ -125,7 +125,10 @@ class AsyncFace:
             if slot.state is CLOSING:  # including closes under way elsewhere: cut them short
                 driver: AsyncConn | None = slot.conn
                 if driver is not None:
-                    driver.terminate()
+                    try:
+                        driver.terminate()
+                    except Exception as exc:  # its event loop has ended, say: dropped all the same
+                        logger.debug("error terminating a connection: %s", exc)
                 core.closed(slot, self._now())
         self._pending.clear()
         self._check_drained()
@@ -387,7 +390,9 @@ class AsyncFace:
 
     async def _close_slot(self, slot: Slot, deadline: float) -> None:
         driver: AsyncConn | None = slot.conn
-        if driver is not None:
+        if driver is not None and slot.close_reason in common.NO_GOODBYE:
+            driver.terminate()
+        elif driver is not None:
             with anyio.move_on_at(min(deadline, self._now() + common.CLOSE_TIMEOUT)) as scope:
                 try:
                     await driver.close()

@@ -298,8 +298,11 @@ class BlockingFace:
         driver: SyncConn | None = slot.conn
         if driver is not None:
             try:
-                with WATCHDOG.guard(driver, common.CLOSE_TIMEOUT):
-                    driver.close()
+                if slot.close_reason in common.NO_GOODBYE:
+                    driver.terminate()
+                else:
+                    with WATCHDOG.guard(driver, common.CLOSE_TIMEOUT):
+                        driver.close()
             except Exception as exc:  # the connection is gone either way
                 logger.debug("error closing a connection: %s", exc)
         self._call(self.core.closed, slot)

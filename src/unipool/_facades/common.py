@@ -19,6 +19,9 @@ logger = logging.getLogger("unipool")
 CHECK_TIMEOUT = 5.0
 #: Seconds a reset or a close may take before the connection is cut.
 CLOSE_TIMEOUT = 5.0
+#: Close reasons for which a connection is dropped without a goodbye: its state is
+#: unknown, and a server that stopped answering would only make the close wait.
+NO_GOODBYE = frozenset({"broken", "abandoned"})
 
 
 def pool_timeout(core: PoolCore, name: str, timeout: float) -> PoolTimeout:

@@ -488,7 +488,11 @@ class AsyncPsycopgConn:
         await self.raw.close()
 
     def terminate(self) -> None:
-        self.raw.pgconn.finish()
+        finish = getattr(self.raw, "_finish", None)  # trio's: wakes a task waiting on the socket
+        if finish is not None:
+            finish()
+        else:
+            self.raw.pgconn.finish()
 
     def fileno(self) -> int | None:
         return _fileno(self.raw)
