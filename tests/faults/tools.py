@@ -55,13 +55,20 @@ def backends_of(dsn: str, name: str) -> list[tuple[int, str | None]]:
 async def settled(pool: ModePool, dsn: str, name: str, size: int, timeout: float = 5.0) -> None:
     """Wait until ``pool`` holds ``size`` idle connections and the server sees just those."""
 
+    seen: list[object] = []
+
     def check() -> bool:
         s = pool.stats()
-        return s.size == s.idle == size and len(backends_of(dsn, name)) == size
+        server = backends_of(dsn, name)
+        seen[:] = [s, server]
+        return s.size == s.idle == size and len(server) == size
 
-    with anyio.fail_after(timeout):
-        while not await in_thread(check):  # noqa: ASYNC110 - the server is polled
-            await anyio.sleep(0.02)
+    try:
+        with anyio.fail_after(timeout):
+            while not await in_thread(check):  # noqa: ASYNC110 - the server is polled
+                await anyio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"not settled at {size} idle connections: {seen}") from None
 
 
 class TerminateStorm:
