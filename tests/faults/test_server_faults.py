@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 import unipool
-from tests._modes import ModePool, in_thread, open_pool
+from tests._modes import ModePool, in_thread, open_pool, until
 from tests.faults.tools import LONG, backends_of, named, settled
 from unipool._core.policy import BACKOFF_MAX
 from unipool._tempserver import TempServer
@@ -160,6 +160,7 @@ async def test_idle_kill(idle_server: TempServer, mode: str, backend: str, name:
         async with anyio.create_task_group() as tg:
             for _ in range(5):
                 tg.start_soon(worker)
+        await until(lambda: pool.stats().idle == 5)  # replacements may still be opening
         stats = pool.stats()
         print(
             f"idle kill {backend}/{mode}: {len(latencies)} ok, slowest {max(latencies):.3f} s, "
