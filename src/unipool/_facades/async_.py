@@ -169,8 +169,11 @@ class AsyncFace:
             else:
                 slot = await self._wait(got, deadline, timeout)  # type: ignore[arg-type]
             needs_check = slot.state is CHECKING or not slot.conn.alive()
-            if needs_check and not await self._check(slot):
+            if needs_check and not await self._check(slot, deadline):
                 now = self._now()
+                if now >= deadline:  # the check used the time up: do not start another
+                    core.counters.acquire_timeouts += 1
+                    raise pool_timeout(core, self.options.name, timeout)
                 continue
             if self.options.leak_timeout is not None:
                 slot.lent_by = borrow_site()
@@ -204,17 +207,19 @@ class AsyncFace:
             if self._pending:  # pass the pending work on to the next waiter
                 self._wake_first_waiter()
 
-    async def _check(self, slot: Slot) -> bool:
-        """Ping a slot before handing it out; False if it had to be dropped."""
+    async def _check(self, slot: Slot, deadline: float) -> bool:
+        """Ping a slot before handing it out, by ``deadline`` at the latest; False if it
+        had to be dropped."""
         driver: AsyncConn = slot.conn
+        allowed = min(common.CHECK_TIMEOUT, max(deadline - self._now(), common.LAST_CHANCE))
         ok = False
         try:
             # The watchdog cuts the connection when the check overruns, so that the check
             # fails as on a lost connection, with no cancel request to a server that does
             # not answer; the cancel scope is the backstop for a driver that would not notice.
             with (
-                WATCHDOG.guard(driver, common.CHECK_TIMEOUT),
-                anyio.move_on_after(common.CHECK_TIMEOUT + _CUT_GRACE),
+                WATCHDOG.guard(driver, allowed),
+                anyio.move_on_after(allowed + _CUT_GRACE),
             ):
                 if wants_writable(self.params.dsn):
                     ok = bool(await driver.fetchval(READ_ONLY_PROBE, (), 0) == "off")

@@ -151,8 +151,12 @@ class BlockingFace:
                 self._run(actions)
             slot = got if got.__class__ is Slot else self._wait(got, deadline, timeout)  # type: ignore[arg-type]
             needs_check = slot.state is CHECKING or not slot.conn.alive()
-            if needs_check and not self._check(slot):
+            if needs_check and not self._check(slot, deadline):
                 now = _monotonic()
+                if now >= deadline:  # the check used the time up: do not start another
+                    with self._lock:
+                        core.counters.acquire_timeouts += 1
+                    raise pool_timeout(core, self.options.name, timeout)
                 continue
             if self.options.leak_timeout is not None:
                 slot.lent_by = borrow_site()
@@ -175,11 +179,13 @@ class BlockingFace:
         with self._lock:
             return self.core.accept(waiter, _monotonic())
 
-    def _check(self, slot: Slot) -> bool:
-        """Ping a slot before handing it out; False if it had to be dropped."""
+    def _check(self, slot: Slot, deadline: float) -> bool:
+        """Ping a slot before handing it out, by ``deadline`` at the latest; False if it
+        had to be dropped."""
         driver: SyncConn = slot.conn
+        allowed = min(common.CHECK_TIMEOUT, max(deadline - _monotonic(), common.LAST_CHANCE))
         try:
-            with WATCHDOG.guard(driver, common.CHECK_TIMEOUT):
+            with WATCHDOG.guard(driver, allowed):
                 if wants_writable(self.params.dsn):
                     ok = bool(driver.fetchval(READ_ONLY_PROBE, (), 0) == "off")
                 else:

@@ -17,6 +17,8 @@ logger = logging.getLogger("unipool")
 
 #: Seconds a health check (ping) may take before the connection is given up.
 CHECK_TIMEOUT = 5.0
+#: Seconds a check may still take when the acquire's deadline has passed.
+LAST_CHANCE = 0.05
 #: Seconds a reset or a close may take before the connection is cut.
 CLOSE_TIMEOUT = 5.0
 #: Close reasons for which a connection is dropped without a goodbye: its state is
