@@ -150,8 +150,9 @@ async def test_prepared_heavy_load_through_transaction_pooling(
         outcome = await run_jobs(pool)
         stats = pool.stats()
         shared_by = await in_thread(server_backends, server)
-    # The pool's connections outnumbered PgBouncer's server connections: they shared them.
-    assert stats.connects > SERVER_POOL >= shared_by
+    # The pool's connections outnumbered PgBouncer's server connections: they shared them
+    # (without the preset, some of the pool's connects fail on a misplaced statement).
+    assert stats.connects + stats.connect_errors > SERVER_POOL >= shared_by
     if preset:
         assert not outcome.errors, dict(outcome.errors)
         assert not outcome.wrong, outcome.wrong[:5]

@@ -58,7 +58,8 @@ async def test_fairness(make_pool: PoolFactory, mode: str, backend: str) -> None
     )
     assert len(services) == len(arrivals) >= duration / hold * size * 0.5
     assert tau >= 0.99
-    assert worst <= 1.5 * turn + SLACK
+    # threads wait for the OS scheduler too: on 2 busy cores, a woken thread may wait its turn
+    assert worst <= 1.5 * turn + (3 * SLACK if mode == "sync" else SLACK)
 
 
 async def test_exhaustion(make_pool: PoolFactory, mode: str) -> None:
