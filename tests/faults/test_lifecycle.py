@@ -4,8 +4,10 @@ jump (18), the wrong event loop (20)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -234,3 +236,27 @@ async def test_pool_outlives_its_loop(dsn: str, backend: str, mode: str) -> None
         with pytest.raises(unipool.UsageError, match="loop"):
             await pool.afetchval("select 1")
     pool.terminate()
+
+
+async def test_terminate_after_the_loop_ended(dsn: str, mode: str, backend: str) -> None:
+    """A pool left open when its event loop ended terminates quietly: no error, no socket
+    or transport left to the garbage collector."""
+    if mode == "sync":
+        pytest.skip("a blocking pool is bound to no loop")
+    pool = unipool.connect(dsn, backend=backend, max_size=1)
+
+    async def use() -> None:
+        assert await pool.afetchval("select 1") == 1
+
+    def run() -> None:
+        if mode == "asyncio":
+            asyncio.run(use())
+        else:
+            trio.run(use)
+
+    await in_thread(run)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pool.terminate()  # its connections are dropped: the collector finds what they left
+        gc.collect()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []

@@ -192,7 +192,14 @@ class AsyncpgConn:
         await self.raw.close(timeout=5)
 
     def terminate(self) -> None:
-        self.raw.terminate()
+        try:
+            self.raw.terminate()
+        except RuntimeError:  # its event loop is closed: close the socket here (private API)
+            transport = getattr(self.raw, "_transport", None)
+            sock = getattr(transport, "_sock", None)
+            if sock is not None:
+                sock.close()
+                transport._sock = None  # type: ignore[union-attr]  # closed: no warning later
 
     def fileno(self) -> int | None:
         transport = getattr(self.raw, "_transport", None)
