@@ -1295,3 +1295,15 @@ def test_an_old_idle_connection_failing_its_check_does_not_back_off() -> None:
     assert h.opened() == 1, "its replacement is opened as soon as it is closed"
     other = h.acquire()
     assert isinstance(other, Slot) and other.state is CHECKING  # suspect: checked too
+
+
+def test_a_connection_lost_before_use_is_not_an_acquire() -> None:
+    h = Harness(min_size=1, max_size=1)
+    h.fill()
+    slot = h.get()
+    assert h.core.counters.acquires == 1
+    h.core.lost_before_use(slot, h.now)  # the face's local check found it dead
+    h.step()
+    assert h.close_reasons == ["broken"]
+    c = h.core.counters
+    assert (c.acquires, c.connections_lost, c.recycled["broken"]) == (0, 1, 1)

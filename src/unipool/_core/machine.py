@@ -400,6 +400,12 @@ class PoolCore:
             return
         self._make_available(slot, now)
 
+    def lost_before_use(self, slot: Slot, now: float) -> None:
+        """A connection just handed out (IN_USE) was found dead before its borrower got it:
+        it is closed as broken, and the hand-out does not count as an acquire."""
+        self.counters.acquires -= 1
+        self.release(slot, now, reusable=False, cause="broken")
+
     def _make_available(self, slot: Slot, now: float) -> None:
         """Give ``slot`` to the oldest live waiter, else put it on the idle stack.
 

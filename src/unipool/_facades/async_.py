@@ -235,7 +235,8 @@ class AsyncFace:
             self.core.check_done(slot, ok, self._now())
             await self._run(self.core.take_actions())
         elif not ok:
-            await self._release_slot(slot, reusable=False, cause="broken")
+            self.core.lost_before_use(slot, self._now())
+            await self._run(self.core.take_actions())
         return ok
 
     async def release(self, conn: AsyncConnection) -> None:

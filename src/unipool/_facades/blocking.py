@@ -199,7 +199,7 @@ class BlockingFace:
         if slot.state is CHECKING:
             self._call(self.core.check_done, slot, ok)
         elif not ok:
-            self._release_slot(slot, reusable=False, cause="broken")
+            self._call(self.core.lost_before_use, slot)
         return ok
 
     def release(self, conn: Connection) -> None:
