@@ -57,7 +57,9 @@ async def test_fairness(make_pool: PoolFactory, mode: str, backend: str) -> None
         f"wait p50 {p50:.3f} s, max {worst:.3f} s (a turn: {turn:.3f} s)"
     )
     assert len(services) == len(arrivals) >= duration / hold * size * 0.5
-    assert tau >= 0.99
+    # A thread's arrival is stamped before it reaches the pool's lock: two threads arriving
+    # together may be stamped in one order and queued in the other.
+    assert tau >= (0.98 if mode == "sync" else 0.99)
     # threads wait for the OS scheduler too: on 2 busy cores, a woken thread may wait its turn
     assert worst <= 1.5 * turn + (3 * SLACK if mode == "sync" else SLACK)
 
