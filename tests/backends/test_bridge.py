@@ -555,3 +555,42 @@ def test_trio_context_does_not_leak_onto_the_loop() -> None:
         assert trio.run(main) == "asyncio"
     finally:
         lt.stop()
+
+
+class _Inner:
+    """A driver connection that says it is clean and records its resets."""
+
+    raw = None
+
+    def __init__(self) -> None:
+        self.resets: list[bool] = []
+
+    def is_clean(self) -> bool:
+        return True
+
+    async def execute(self, sql: str, args: object) -> str:
+        return "OK"
+
+    async def reset(self, dirty: bool) -> bool:
+        self.resets.append(dirty)
+        return True
+
+
+def test_an_interrupted_call_leaves_the_bridge_unsure_until_a_full_reset() -> None:
+    """The driver may still be settling after an interrupted call (asyncpg resyncing after
+    a cancel): its own idea of the session cannot be trusted until a reset ran there."""
+    from unipool.backends._bridged import SyncBridge
+
+    def run(fn: Any, *args: Any) -> Any:
+        if fn.__name__ == "execute" and args[0] == "interrupted":
+            raise KeyboardInterrupt
+        return asyncio.run(fn(*args))
+
+    inner = _Inner()
+    bridge = SyncBridge(inner, run, lambda: None)  # type: ignore[arg-type]
+    assert bridge.execute("select 1", ()) == "OK" and bridge.is_clean()
+    with pytest.raises(KeyboardInterrupt):
+        bridge.execute("interrupted", ())
+    assert not bridge.is_clean()
+    assert bridge.reset(False) is True and inner.resets == [True]  # a full reset
+    assert bridge.is_clean()

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
+from .._errors import Error
 from .._record import Record
 from .base import AsyncConn, CopyTarget
 
@@ -22,52 +23,68 @@ AsyncRunner = Callable[..., Awaitable[Any]]
 class SyncBridge:
     """A blocking connection over an async one, through ``run``."""
 
-    __slots__ = ("_kill", "_run", "inner", "raw")
+    __slots__ = ("_kill", "_run", "_unsure", "inner", "raw")
 
     def __init__(self, inner: AsyncConn, run: SyncRunner, kill: Callable[[], None]) -> None:
         self.inner = inner
         self.raw = inner.raw
         self._run = run
         self._kill = kill
+        self._unsure = False
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return self._run(fn, *args)
+        except Exception as exc:
+            if not isinstance(exc, Error):
+                self._unsure = True
+            raise
+        except BaseException:  # interrupted: the driver may still be settling its state
+            self._unsure = True
+            raise
 
     def execute(self, sql: str, args: Sequence[Any]) -> str:
-        return self._run(self.inner.execute, sql, args)  # type: ignore[no-any-return]
+        return self._call(self.inner.execute, sql, args)  # type: ignore[no-any-return]
 
     def executemany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> None:
-        self._run(self.inner.executemany, sql, args_seq)
+        self._call(self.inner.executemany, sql, args_seq)
 
     def fetch(self, sql: str, args: Sequence[Any]) -> list[Record]:
-        return self._run(self.inner.fetch, sql, args)  # type: ignore[no-any-return]
+        return self._call(self.inner.fetch, sql, args)  # type: ignore[no-any-return]
 
     def fetchrow(self, sql: str, args: Sequence[Any]) -> Record | None:
-        return self._run(self.inner.fetchrow, sql, args)  # type: ignore[no-any-return]
+        return self._call(self.inner.fetchrow, sql, args)  # type: ignore[no-any-return]
 
     def fetchval(self, sql: str, args: Sequence[Any], column: int) -> Any:
-        return self._run(self.inner.fetchval, sql, args, column)
+        return self._call(self.inner.fetchval, sql, args, column)
 
     def copy_records(self, target: CopyTarget, records: Iterable[Sequence[Any]]) -> str:
-        return self._run(self.inner.copy_records, target, records)  # type: ignore[no-any-return]
+        return self._call(self.inner.copy_records, target, records)  # type: ignore[no-any-return]
 
     def copy_in(self, target: CopyTarget, source: Any, options: dict[str, Any]) -> str:
-        return self._run(self.inner.copy_in, target, source, options)  # type: ignore[no-any-return]
+        return self._call(self.inner.copy_in, target, source, options)  # type: ignore[no-any-return]
 
     def copy_out(self, target: CopyTarget, output: Any, options: dict[str, Any]) -> str:
-        return self._run(self.inner.copy_out, target, output, options)  # type: ignore[no-any-return]
+        return self._call(self.inner.copy_out, target, output, options)  # type: ignore[no-any-return]
 
     def alive(self) -> bool:
         return self.inner.alive()
 
     def is_clean(self) -> bool:
-        return self.inner.is_clean()
+        """Clean, unless a call was interrupted: then only a reset (on the driver's own
+        side, after the interrupted call has settled) can tell."""
+        return not self._unsure and self.inner.is_clean()
 
     def ping(self) -> None:
-        self._run(self.inner.ping)
+        self._call(self.inner.ping)
 
     def reset(self, dirty: bool) -> bool:
-        return self._run(self.inner.reset, dirty)  # type: ignore[no-any-return]
+        clean: bool = self._call(self.inner.reset, dirty or self._unsure)
+        self._unsure = not clean
+        return clean
 
     def close(self) -> None:
-        self._run(self.inner.close)
+        self._call(self.inner.close)
 
     def terminate(self) -> None:
         self._kill()
@@ -80,52 +97,68 @@ class SyncBridge:
 class AsyncBridge:
     """An async connection for one event loop over one that lives elsewhere."""
 
-    __slots__ = ("_kill", "_run", "inner", "raw")
+    __slots__ = ("_kill", "_run", "_unsure", "inner", "raw")
 
     def __init__(self, inner: AsyncConn, run: AsyncRunner, kill: Callable[[], None]) -> None:
         self.inner = inner
         self.raw = inner.raw
         self._run = run
         self._kill = kill
+        self._unsure = False
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return await self._run(fn, *args)
+        except Exception as exc:
+            if not isinstance(exc, Error):
+                self._unsure = True
+            raise
+        except BaseException:  # cancelled: the driver may still be settling its state
+            self._unsure = True
+            raise
 
     async def execute(self, sql: str, args: Sequence[Any]) -> str:
-        return await self._run(self.inner.execute, sql, args)  # type: ignore[no-any-return]
+        return await self._call(self.inner.execute, sql, args)  # type: ignore[no-any-return]
 
     async def executemany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> None:
-        await self._run(self.inner.executemany, sql, args_seq)
+        await self._call(self.inner.executemany, sql, args_seq)
 
     async def fetch(self, sql: str, args: Sequence[Any]) -> list[Record]:
-        return await self._run(self.inner.fetch, sql, args)  # type: ignore[no-any-return]
+        return await self._call(self.inner.fetch, sql, args)  # type: ignore[no-any-return]
 
     async def fetchrow(self, sql: str, args: Sequence[Any]) -> Record | None:
-        return await self._run(self.inner.fetchrow, sql, args)  # type: ignore[no-any-return]
+        return await self._call(self.inner.fetchrow, sql, args)  # type: ignore[no-any-return]
 
     async def fetchval(self, sql: str, args: Sequence[Any], column: int) -> Any:
-        return await self._run(self.inner.fetchval, sql, args, column)
+        return await self._call(self.inner.fetchval, sql, args, column)
 
     async def copy_records(self, target: CopyTarget, records: Any) -> str:
-        return await self._run(self.inner.copy_records, target, records)  # type: ignore[no-any-return]
+        return await self._call(self.inner.copy_records, target, records)  # type: ignore[no-any-return]
 
     async def copy_in(self, target: CopyTarget, source: Any, options: dict[str, Any]) -> str:
-        return await self._run(self.inner.copy_in, target, source, options)  # type: ignore[no-any-return]
+        return await self._call(self.inner.copy_in, target, source, options)  # type: ignore[no-any-return]
 
     async def copy_out(self, target: CopyTarget, output: Any, options: dict[str, Any]) -> str:
-        return await self._run(self.inner.copy_out, target, output, options)  # type: ignore[no-any-return]
+        return await self._call(self.inner.copy_out, target, output, options)  # type: ignore[no-any-return]
 
     def alive(self) -> bool:
         return self.inner.alive()
 
     def is_clean(self) -> bool:
-        return self.inner.is_clean()
+        """Clean, unless a call was interrupted: then only a reset (on the driver's own
+        side, after the interrupted call has settled) can tell."""
+        return not self._unsure and self.inner.is_clean()
 
     async def ping(self) -> None:
-        await self._run(self.inner.ping)
+        await self._call(self.inner.ping)
 
     async def reset(self, dirty: bool) -> bool:
-        return await self._run(self.inner.reset, dirty)  # type: ignore[no-any-return]
+        clean: bool = await self._call(self.inner.reset, dirty or self._unsure)
+        self._unsure = not clean
+        return clean
 
     async def close(self) -> None:
-        await self._run(self.inner.close)
+        await self._call(self.inner.close)
 
     def terminate(self) -> None:
         self._kill()
