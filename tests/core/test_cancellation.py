@@ -347,3 +347,23 @@ def test_fake_sync_connection() -> None:
     assert backend.live == 0 and backend.queries == 5
     with pytest.raises(ValueError):
         FakeBackend(connect=[])
+
+
+def test_a_cancelled_borrow_is_reset_before_reuse() -> None:
+    """A borrow ended by cancellation may have cut a call short; the driver's view of the
+    session may lag behind the server's, so the connection gets a full reset."""
+    backend = FakeBackend()
+
+    async def main() -> None:
+        pool = unipool.connect(None, backend=backend, min_size=1, max_size=1, check=None)
+        async with pool:
+            async with pool.acquire():
+                await trio.sleep(1)  # nothing ran: nothing to reset
+            assert backend.phases["reset"].calls == 0
+            with trio.move_on_after(0.5):
+                async with pool.acquire():
+                    await trio.sleep(1)  # cancelled here
+            assert backend.phases["reset"].calls == 1
+            assert pool.stats().idle == 1
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

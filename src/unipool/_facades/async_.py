@@ -28,6 +28,7 @@ from . import common
 from .common import (
     READ_ONLY_PROBE,
     borrow_site,
+    interrupted,
     is_fatal,
     logger,
     pool_timeout,
@@ -248,6 +249,8 @@ class AsyncFace:
         if conn._error is not None and (cause := release_cause(conn._error, self.params.dsn)):
             await self._release_slot(slot, reusable=False, cause=cause)
             return
+        if interrupted(conn._error):
+            conn._dirty = True
         if not conn._dirty and self.options.reset is None and driver.is_clean():
             cause = core.retire_reason(slot, now)
             core.release(slot, now, reusable=cause is None, cause=cause or "")

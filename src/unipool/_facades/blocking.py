@@ -25,6 +25,7 @@ from . import common
 from .common import (
     READ_ONLY_PROBE,
     borrow_site,
+    interrupted,
     is_fatal,
     logger,
     pool_timeout,
@@ -209,6 +210,8 @@ class BlockingFace:
         if conn._error is not None and (cause := release_cause(conn._error, self.params.dsn)):
             self._release_slot(slot, reusable=False, cause=cause)
             return
+        if interrupted(conn._error):
+            conn._dirty = True
         if not conn._dirty and self.options.reset is None and driver.is_clean():
             now = _monotonic()
             cause = self.core.retire_reason(slot, now)

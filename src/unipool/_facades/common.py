@@ -54,6 +54,13 @@ def wants_writable(dsn: str | None) -> bool:
     return attrs in ("read-write", "primary")
 
 
+def interrupted(error: BaseException | None) -> bool:
+    """Whether a borrow ended by cancellation (or an interrupt): a call may have been cut
+    short, and the driver's own view of the session may lag behind the server's (asyncpg
+    resyncs after a cancel), so only a full reset can tell whether it is clean."""
+    return error is not None and not isinstance(error, Exception)
+
+
 def release_cause(error: BaseException | None, dsn: str | None) -> str | None:
     """Why a borrow that ended with ``error`` must not be reused, if the error says so.
 
