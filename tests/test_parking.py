@@ -117,7 +117,7 @@ def test_trio_deadlines_share_one_alarm_task() -> None:
         await trio.testing.wait_all_tasks_blocked()
         assert _alarm_tasks() == 0
 
-    trio.run(main)
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 def test_trio_cancelled_wait_raises() -> None:
@@ -128,4 +128,4 @@ def test_trio_cancelled_wait_raises() -> None:
         assert scope.cancelled_caught
         parking.close()
 
-    trio.run(main)
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

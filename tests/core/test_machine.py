@@ -1307,3 +1307,11 @@ def test_a_connection_lost_before_use_is_not_an_acquire() -> None:
     assert h.close_reasons == ["broken"]
     c = h.core.counters
     assert (c.acquires, c.connections_lost, c.recycled["broken"]) == (0, 1, 1)
+
+
+def test_an_acquire_that_ran_out_of_time_checking_counts_as_a_timeout() -> None:
+    h = Harness(min_size=1, max_size=1)
+    h.fill()
+    h.core.timed_out(h.now)
+    h.step()
+    assert h.core.counters.acquire_timeouts == 1 and h.last == []

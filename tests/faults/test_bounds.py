@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -73,4 +74,34 @@ async def test_close_returns_in_time_when_the_server_freezes(
         assert time.monotonic() - start <= 1.0 + SLACK
         assert pool.pool.get_size() == 0
         del held
+        proxy.thaw()
+
+
+async def test_a_borrower_stuck_on_a_frozen_network_is_woken_by_close(
+    proxy: FaultProxy, dsn: str, mode: str, backend: str
+) -> None:
+    """close() terminates a connection whose borrower waits on a silent server: the
+    borrower gets an error when close() gives up, instead of waiting forever."""
+    if mode == "sync":
+        pytest.skip("a blocked thread is woken by the socket cut, not by a task switch")
+    async with open_pool(mode, via(proxy, dsn), backend, min_size=1, max_size=1) as pool:
+        conn = await pool.getconn()
+        proxy.freeze()
+        woken = anyio.Event()
+
+        async def stuck() -> None:
+            with contextlib.suppress(unipool.Error):  # frozen: it can only fail (or, on
+                await conn.fetchval("select 1")  # psqlpy after the thaw, be answered)
+            woken.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stuck)
+            await anyio.sleep(0.1)  # the query is on its way to the frozen server
+            start = time.monotonic()
+            await pool.close(timeout=0.3)
+            if backend == "psqlpy":  # closing its connection fails no call in flight there:
+                proxy.thaw()  # the borrower is woken by the server's answer
+            with anyio.fail_after(0.3 + SLACK):
+                await woken.wait()
+        assert time.monotonic() - start <= 0.3 + SLACK
         proxy.thaw()

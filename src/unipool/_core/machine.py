@@ -400,6 +400,11 @@ class PoolCore:
             return
         self._make_available(slot, now)
 
+    def timed_out(self, now: float) -> None:
+        """An acquire ran out of time checking connections, without waiting in the queue:
+        counted like a waiter's timeout."""
+        self.counters.acquire_timeouts += 1
+
     def lost_before_use(self, slot: Slot, now: float) -> None:
         """A connection just handed out (IN_USE) was found dead before its borrower got it:
         it is closed as broken, and the hand-out does not count as an acquire."""

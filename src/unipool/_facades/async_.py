@@ -173,7 +173,7 @@ class AsyncFace:
             if needs_check and not await self._check(slot, deadline):
                 now = self._now()
                 if now >= deadline:  # the check used the time up: do not start another
-                    core.counters.acquire_timeouts += 1
+                    core.timed_out(now)
                     raise pool_timeout(core, self.options.name, timeout)
                 continue
             if self.options.leak_timeout is not None:
@@ -246,11 +246,12 @@ class AsyncFace:
         driver: AsyncConn = slot.conn
         core = self.core
         now = self._now()
-        if conn._error is not None and (cause := release_cause(conn._error, self.params.dsn)):
-            await self._release_slot(slot, reusable=False, cause=cause)
-            return
-        if interrupted(conn._error):
-            conn._dirty = True
+        if conn._error is not None:
+            if cause := release_cause(conn._error, self.params.dsn):
+                await self._release_slot(slot, reusable=False, cause=cause)
+                return
+            if interrupted(conn._error):
+                conn._dirty = True
         if not conn._dirty and self.options.reset is None and driver.is_clean():
             cause = core.retire_reason(slot, now)
             core.release(slot, now, reusable=cause is None, cause=cause or "")

@@ -155,8 +155,7 @@ class BlockingFace:
             if needs_check and not self._check(slot, deadline):
                 now = _monotonic()
                 if now >= deadline:  # the check used the time up: do not start another
-                    with self._lock:
-                        core.counters.acquire_timeouts += 1
+                    self._call(core.timed_out)
                     raise pool_timeout(core, self.options.name, timeout)
                 continue
             if self.options.leak_timeout is not None:
@@ -207,11 +206,12 @@ class BlockingFace:
         """Give ``conn`` back: reset it, or replace it if it cannot be reused."""
         slot = conn._detach()
         driver: SyncConn = slot.conn
-        if conn._error is not None and (cause := release_cause(conn._error, self.params.dsn)):
-            self._release_slot(slot, reusable=False, cause=cause)
-            return
-        if interrupted(conn._error):
-            conn._dirty = True
+        if conn._error is not None:
+            if cause := release_cause(conn._error, self.params.dsn):
+                self._release_slot(slot, reusable=False, cause=cause)
+                return
+            if interrupted(conn._error):
+                conn._dirty = True
         if not conn._dirty and self.options.reset is None and driver.is_clean():
             now = _monotonic()
             cause = self.core.retire_reason(slot, now)
