@@ -58,22 +58,24 @@ async def test_cancellation_storm(dsn: str, mode: str, backend: str, name: str) 
         assert outcomes["cancelled"] > 0 and outcomes["done"] > 0
 
 
+@pytest.mark.parametrize("fault", ["refuse", "freeze"])
 async def test_outer_deadline(
-    proxy: FaultProxy, dsn: str, mode: str, backend: str, name: str
+    proxy: FaultProxy, dsn: str, mode: str, backend: str, name: str, fault: str
 ) -> None:
-    """Scenario 2: a caller's own deadline ends an acquire whose check fails and whose
-    reconnects are refused, long before the pool's 30 s timeout."""
+    """Scenario 2: a caller's own deadline ends an acquire whose check fails (the server
+    refuses) or hangs (the network is frozen), long before the pool's 30 s timeout: the
+    pool's own calls are dropped, not cancelled on a server that may never answer."""
     _async_only(mode)
     options = named(name, min_size=2, max_size=2, check=0.0, acquire_timeout=30)
     async with open_pool(mode, via(proxy, dsn), backend, **options) as pool:
         assert await pool.fetchval("select 1") == 1
-        proxy.refuse()
+        getattr(proxy, fault)()
         start = time.monotonic()
         with pytest.raises(TimeoutError):
             with anyio.fail_after(1):
                 await pool.fetchval("select 1")
         took = time.monotonic() - start
-        print(f"outer deadline {backend}/{mode}: raised after {took:.3f} s")
+        print(f"outer deadline ({fault}) {backend}/{mode}: raised after {took:.3f} s")
         assert took <= 1.05 + 0.1
         proxy.restore()
         with anyio.fail_after(5):

@@ -23,7 +23,7 @@ from .._core import CHECKING, CLOSING, IN_USE, Close, Open, Overdue, PoolCore, S
 from .._core.machine import Action
 from .._errors import Error
 from .._options import PoolOptions
-from ..backends.base import AsyncConn, Backend, ConnectParams, Runtime
+from ..backends.base import POOL_CALL, AsyncConn, Backend, ConnectParams, Runtime
 from . import common
 from .common import (
     READ_ONLY_PROBE,
@@ -214,6 +214,7 @@ class AsyncFace:
         driver: AsyncConn = slot.conn
         allowed = min(common.CHECK_TIMEOUT, max(deadline - self._now(), common.LAST_CHANCE))
         ok = False
+        pool_call = POOL_CALL.set(True)  # interrupted, the check drops the connection
         try:
             # The watchdog cuts the connection when the check overruns, so that the check
             # fails as on a lost connection, with no cancel request to a server that does
@@ -232,6 +233,8 @@ class AsyncFace:
         except BaseException:
             await self._release_slot(slot, reusable=False, cause="broken")
             raise
+        finally:
+            POOL_CALL.reset(pool_call)
         if slot.state is CHECKING:
             self.core.check_done(slot, ok, self._now())
             await self._run(self.core.take_actions())

@@ -51,6 +51,8 @@ from psycopg.conninfo import conninfo_attempts, make_conninfo, timeout_from_conn
 from psycopg.rows import AsyncRowFactory, Row
 from psycopg.waiting import Ready, Wait
 
+from .base import POOL_CALL
+
 if TYPE_CHECKING:
     from psycopg.cursor_async import AsyncCursor
     from psycopg.pq.abc import PGconn
@@ -527,7 +529,10 @@ class TrioConnection(psycopg.AsyncConnection[Row]):
             raise e._WaitTimeout("wait timeout expired") from None
         except _INTERRUPTED:
             if self.pgconn.transaction_status == _ACTIVE:
-                await self._abort_query(gen, fileno)
+                if POOL_CALL.get():  # the pool's own call: drop, no cancel request
+                    self._finish()
+                else:
+                    await self._abort_query(gen, fileno)
             raise
 
     async def cancel_safe(self, *, timeout: float = 30.0) -> None:

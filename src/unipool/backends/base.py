@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -19,6 +20,13 @@ Runtime = Literal["asyncio", "trio"]
 
 #: Where COPY goes: (table, schema_name, columns).
 CopyTarget = tuple[str, "str | None", "Sequence[str] | None"]
+
+
+#: True while the pool runs a call of its own (a check) on a connection: if that call is
+#: interrupted, the adapter drops the connection at once instead of asking the server to
+#: cancel (a request that waits for a server which may never answer); the pool discards a
+#: connection whose check was interrupted anyway.
+POOL_CALL: ContextVar[bool] = ContextVar("unipool_pool_call", default=False)
 
 
 class TxStatus(enum.IntEnum):

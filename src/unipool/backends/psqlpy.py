@@ -74,7 +74,7 @@ from .._errors import (
 from .._record import Record, column_index
 from .._sql import RESET_SESSION, quote_ident
 from ._copyio import achunks, sink
-from .base import ConnectParams, CopyTarget, Runtime, TxStatus
+from .base import POOL_CALL, ConnectParams, CopyTarget, Runtime, TxStatus
 
 #: Seconds a server-side cancel (side connection included) may take.
 _CANCEL_TIMEOUT = 5.0
@@ -632,6 +632,9 @@ class PsqlpyConn:
                 self._abandoned = True
                 raise
             if self._broken:  # cut or lost: the connection is dropped, nothing to cancel
+                raise
+            if POOL_CALL.get():  # the pool's own call: drop, no cancel request
+                self.terminate()
                 raise
             with anyio.move_on_after(_CANCEL_TIMEOUT, shield=True), contextlib.suppress(Exception):
                 await self.cancel_server()
@@ -1375,7 +1378,9 @@ def _trio_runner(conn: PsqlpyConn) -> Callable[..., Awaitable[Any]]:
         try:
             return await pump_trio(fn(*args))
         except BaseException:
-            if conn.abandoned:
+            if conn.abandoned and POOL_CALL.get():  # the pool's own call: no cancel request
+                conn.terminate()
+            elif conn.abandoned:
                 with anyio.move_on_after(_CANCEL_TIMEOUT, shield=True):
                     with contextlib.suppress(Exception):
                         await pump_trio(conn.cancel_server())

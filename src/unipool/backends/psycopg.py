@@ -40,7 +40,7 @@ from .._errors import (
 from .._record import Record, column_index
 from .._sql import RESET_SESSION, copy_statement
 from ._copyio import achunks, chunks, sink
-from .base import ConnectParams, CopyTarget, Runtime
+from .base import POOL_CALL, ConnectParams, CopyTarget, Runtime
 
 if TYPE_CHECKING:
     from psycopg.abc import RV, PQGen
@@ -90,7 +90,10 @@ class AsyncioConnection(psycopg.AsyncConnection[Any]):
             return await waiting.wait_async(gen, self.pgconn.socket, interval, timeout)
         except BaseException as exc:
             if not isinstance(exc, Exception) and self.pgconn.transaction_status == _ACTIVE:
-                await self._cancel_running(gen, interval)
+                if POOL_CALL.get():  # the pool's own call: drop, no cancel request
+                    self.pgconn.finish()
+                else:
+                    await self._cancel_running(gen, interval)
             raise
 
     async def _cancel_running(self, gen: PQGen[Any], interval: float) -> None:
