@@ -50,20 +50,24 @@ def bench(session: nox.Session) -> None:
                 "--chart", f"{out}/bench.png", *session.posargs)  # fmt: skip
 
 
+#: Long-form fault tests that spend their time waiting (a 10-minute outage, connections
+#: living out a 60 s lifetime): they run side by side, each on a server of its own.
+_WAITING = "long_outage or lifetime_jitter"
+
+
 @nox.session(default=False)
 def faults_long(session: nox.Session) -> None:
     """The fault scenarios in their long form (tests/faults with UNIPOOL_FAULTS_LONG=1): a
     10-minute outage, a 10^6-cycle soak, 5 minutes of fairness, a 60 s terminate storm, ...
-    for every backend x mode, so hours in all; narrow it with ``-- -k ...``."""
+    for every backend x mode: about 1.5 hours. The waiting tests run first, side by side
+    (pytest-xdist), then the rest one at a time. Arguments replace that plan with one run:
+    ``nox -s faults_long -- -k storm``."""
     install(session, "test")
-    session.run(
-        "python",
-        "-m",
-        "pytest",
-        "tests/faults",
-        "-s",
-        "-o",
-        "timeout=3600",
-        *session.posargs,
-        env={"UNIPOOL_FAULTS_LONG": "1"},
-    )
+    session.install("-q", "pytest-xdist")
+    env = {"UNIPOOL_FAULTS_LONG": "1"}
+    run = ("python", "-m", "pytest", "tests/faults", "-rP", "-o", "timeout=3600")
+    if session.posargs:
+        session.run(*run, *session.posargs, env=env)
+        return
+    session.run(*run, "-k", _WAITING, "-n", "9", env=env)
+    session.run(*run, "-k", f"not ({_WAITING})", env=env)
