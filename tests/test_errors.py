@@ -245,6 +245,17 @@ def test_connect_error_attributes_and_redaction() -> None:
     assert ConnectError("refused").sqlstate is None
 
 
+@pytest.mark.parametrize(
+    ("sqlstate", "permanent"),
+    [("28P01", True), ("28000", True), ("3D000", True), ("08001", False), (None, False)],
+)
+def test_connect_error_is_permanent_for_auth_and_missing_database(
+    sqlstate: str | None, permanent: bool
+) -> None:
+    assert ConnectError("x", sqlstate=sqlstate).permanent is permanent
+    assert ConnectError("x", sqlstate=sqlstate, permanent=not permanent).permanent is not permanent
+
+
 def test_connection_lost_attributes() -> None:
     exc = ConnectionLost("terminating connection due to administrator command", sqlstate="57P01")
     assert exc.sqlstate == "57P01"
@@ -284,6 +295,8 @@ def test_pickled_attributes() -> None:
     assert lost.sqlstate == "57P01"
     conn = pickle.loads(pickle.dumps(ConnectError("x", dsn="postgresql://u:pw@h/d")))
     assert conn.dsn == "postgresql://u:***@h/d"
+    tls = pickle.loads(pickle.dumps(ConnectError("x", sqlstate="08001", permanent=True)))
+    assert (tls.sqlstate, tls.permanent) == ("08001", True)
 
 
 def test_subclass_defined_elsewhere_pickles_by_reference() -> None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import anyio
 import pytest
 
 import unipool
@@ -67,6 +67,37 @@ def other_authority(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return CertificateAuthority.create(tmp_path_factory.mktemp("ca"), "other CA").cert
 
 
+async def fails_at_once(dsn: str, mode: str, backend: str) -> unipool.ConnectError:
+    """A TLS failure is permanent: ``open`` and ``acquire`` raise it without waiting."""
+    pool = unipool.connect(dsn, backend=backend, connect_timeout=2)
+    try:
+        start = time.monotonic()
+        with pytest.raises(unipool.ConnectError) as info:
+            if mode == "sync":
+                await in_thread(pool.open, wait=True, timeout=10)
+            else:
+                await pool.aopen(wait=True, timeout=10)
+        assert time.monotonic() - start < 3.0  # not the 10 s of the timeout
+        assert info.value.sqlstate == "08001"
+        assert info.value.permanent is True
+        assert pool.get_size() == 0
+    finally:
+        if mode == "sync":
+            await in_thread(pool.close)
+        else:
+            await pool.aclose()
+    async with open_pool(
+        mode, dsn, backend, wait=False, connect_timeout=2, acquire_timeout=10
+    ) as lazy:
+        start = time.monotonic()
+        with pytest.raises(unipool.ConnectError) as acquired:  # not PoolTimeout
+            async with lazy.acquire():
+                pass
+        assert time.monotonic() - start < 3.0
+        assert acquired.value.permanent is True
+    return info.value
+
+
 @pytest.mark.parametrize("root", ["other", "system"])
 async def test_verify_full_with_the_wrong_root_fails(
     tls_server: TempServer, other_authority: Path, mode: str, backend: str, root: str
@@ -74,21 +105,8 @@ async def test_verify_full_with_the_wrong_root_fails(
     """Another authority, or the system's (``sslrootcert=system``), does not vouch for it."""
     rootcert = str(other_authority) if root == "other" else "system"
     dsn = tls_dsn(tls_server, sslmode="verify-full", sslrootcert=rootcert)
-    pool = unipool.connect(dsn, backend=backend, connect_timeout=2)
-    try:
-        with pytest.raises(unipool.ConnectError) as info, anyio.fail_after(5):
-            if mode == "sync":
-                await in_thread(pool.open, wait=True, timeout=0.3)
-            else:
-                await pool.aopen(wait=True, timeout=0.3)
-        assert info.value.sqlstate == "08001"
-        assert "certificate" in str(info.value).lower(), str(info.value)
-        assert pool.get_size() == 0
-    finally:
-        if mode == "sync":
-            await in_thread(pool.close)
-        else:
-            await pool.aclose()
+    error = await fails_at_once(dsn, mode, backend)
+    assert "certificate" in str(error).lower(), str(error)
 
 
 @pytest.fixture(scope="module")
@@ -105,18 +123,4 @@ async def test_tls_required_from_a_plain_server_fails(
     params = {"sslmode": sslmode}
     if sslmode != "require":
         params["sslrootcert"] = str(other_authority)
-    dsn = tls_dsn(plain_server, **params)
-    pool = unipool.connect(dsn, backend=backend, connect_timeout=2)
-    try:
-        with pytest.raises(unipool.ConnectError) as info, anyio.fail_after(5):
-            if mode == "sync":
-                await in_thread(pool.open, wait=True, timeout=0.3)
-            else:
-                await pool.aopen(wait=True, timeout=0.3)
-        assert info.value.sqlstate == "08001"
-        assert pool.get_size() == 0
-    finally:
-        if mode == "sync":
-            await in_thread(pool.close)
-        else:
-            await pool.aclose()
+    await fails_at_once(tls_dsn(plain_server, **params), mode, backend)

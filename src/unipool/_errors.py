@@ -110,17 +110,29 @@ class InterfaceError(Error):
 class ConnectError(Error):
     """Raised when a connection cannot be opened: unreachable server, failed auth, no database."""
 
+    #: Waiting cannot help: the pool fails its waiters at once (by default for SQLSTATE
+    #: classes 28 and 3D).
+    permanent: bool
+
     def __init__(
-        self, message: str, *, dsn: str | None = None, sqlstate: str | None = None
+        self,
+        message: str,
+        *,
+        dsn: str | None = None,
+        sqlstate: str | None = None,
+        permanent: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         # Redacting is idempotent, so callers may pass a DSN that is already redacted.
         self.dsn = None if dsn is None else redact_dsn(dsn)
         self.sqlstate = sqlstate
+        if permanent is None:
+            permanent = (sqlstate or "")[:2] in ("28", "3D")
+        self.permanent = permanent
 
     def _init_kwargs(self) -> dict[str, Any]:
-        return {"dsn": self.dsn, "sqlstate": self.sqlstate}
+        return {"dsn": self.dsn, "sqlstate": self.sqlstate, "permanent": self.permanent}
 
 
 class ConnectionLost(Error):

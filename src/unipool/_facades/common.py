@@ -11,7 +11,7 @@ import traceback
 
 from .._core import Overdue, PoolCore
 from .._dsn import parse_dsn
-from .._errors import PoolTimeout, ReadOnlySQLTransaction
+from .._errors import ConnectError, PoolTimeout, ReadOnlySQLTransaction
 
 logger = logging.getLogger("unipool")
 
@@ -73,9 +73,8 @@ def release_cause(error: BaseException | None, dsn: str | None) -> str | None:
 
 
 def is_fatal(error: BaseException) -> bool:
-    """Whether a connect error cannot be cured by waiting (bad password, no database)."""
-    sqlstate = getattr(error, "sqlstate", None) or ""
-    return sqlstate[:2] in ("28", "3D")
+    """Whether a connect error cannot be cured by waiting (bad password, no database, TLS)."""
+    return isinstance(error, ConnectError) and error.permanent
 
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

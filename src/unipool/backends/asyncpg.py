@@ -16,6 +16,7 @@ import os
 import random
 import select
 import socket
+import ssl
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -207,6 +208,17 @@ class AsyncpgConn:
         return None if sock is None else int(sock.fileno())
 
 
+#: TLS errors that tell of a connection cut short rather than of a refused handshake.
+_TLS_CUT = (ssl.SSLEOFError, ssl.SSLSyscallError, ssl.SSLZeroReturnError)
+
+
+def _tls_failed(exc: BaseException) -> bool:
+    """Whether a connect error is a TLS failure, which no retry can cure."""
+    if isinstance(exc, ssl.SSLError):  # certificate not trusted, host name not in it, ...
+        return not isinstance(exc, _TLS_CUT)
+    return isinstance(exc, ConnectionError) and "rejected SSL upgrade" in str(exc)
+
+
 def _connect_error(exc: BaseException, params: ConnectParams) -> ConnectError:
     message = str(exc)
     if isinstance(exc, TimeoutError):  # asyncio's carries no message
@@ -215,7 +227,12 @@ def _connect_error(exc: BaseException, params: ConnectParams) -> ConnectError:
             if params.connect_timeout is not None
             else "timeout expired while connecting"
         )
-    elif isinstance(exc, OSError) and exc.errno and os.strerror(exc.errno) not in message:
+    elif (
+        isinstance(exc, OSError)
+        and not isinstance(exc, ssl.SSLError)  # its errno is OpenSSL's, not the system's
+        and exc.errno
+        and os.strerror(exc.errno) not in message
+    ):
         message = f"{os.strerror(exc.errno)}: {message}"  # "Connect call failed" says not why
     message = scrub(message or type(exc).__name__, params.secrets)
     sqlstate = getattr(exc, "sqlstate", None)
@@ -223,7 +240,8 @@ def _connect_error(exc: BaseException, params: ConnectParams) -> ConnectError:
         # No server answer (refused, unreachable, timed out, hung up, TLS failed); asyncpg
         # calls a hang-up 08003, libpq and psqlpy say nothing: 08001 for all.
         sqlstate = "08001"
-    return ConnectError(message, dsn=params.dsn, sqlstate=sqlstate)
+    permanent = True if _tls_failed(exc) else None
+    return ConnectError(message, dsn=params.dsn, sqlstate=sqlstate, permanent=permanent)
 
 
 #: libpq parameters asyncpg does not know, and would send to the server as settings: the

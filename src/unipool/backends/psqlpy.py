@@ -155,6 +155,12 @@ _CONNECT_SQLSTATES = (
     ("starting up", "57P03"),
     ("shutting down", "57P03"),
 )
+#: psqlpy's words for a TLS failure, which no retry can cure.
+_TLS_FAILED = (
+    "server does not support tls",
+    "certificate verify failed",  # not trusted by the root certificate; host name not in it
+    "cannot create set ssl",  # the root certificate file is missing or unreadable
+)
 
 
 def _sqlstate(message: str) -> str | None:
@@ -194,9 +200,12 @@ _POOL_NOISE = "Database engine pool exception: Error occurred while creating a n
 
 def _connect_error(exc: BaseException, params: ConnectParams) -> ConnectError:
     message = scrub(str(exc) or "connection timed out", params.secrets).replace(_POOL_NOISE, "")
-    if "db error:" not in message:  # no server answer: refused, unreachable, timed out
-        return ConnectError(message, dsn=params.dsn, sqlstate="08001")
     lowered = message.lower()
+    if "db error:" not in message:  # no server answer: refused, unreachable, timed out, TLS
+        tls_failed = any(text in lowered for text in _TLS_FAILED)
+        return ConnectError(
+            message, dsn=params.dsn, sqlstate="08001", permanent=True if tls_failed else None
+        )
     code = next((c for t, c in _CONNECT_SQLSTATES if t in lowered), None)
     return ConnectError(message, dsn=params.dsn, sqlstate=code)
 

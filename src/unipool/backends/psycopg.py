@@ -68,6 +68,13 @@ _FATAL_CONNECT = (
     ("shutting down", "57P03"),
     ("in recovery mode", "57P03"),
 )
+#: libpq's words for a TLS failure, which no retry can cure.
+_TLS_FAILED = (
+    "server does not support ssl",  # ..., but SSL was required
+    "certificate verify failed",
+    "does not match host name",  # server certificate for "x" does not match host name "y"
+    "root certificate file",  # ... does not exist / could not read ...
+)
 
 
 _ACTIVE = pq.TransactionStatus.ACTIVE
@@ -171,13 +178,16 @@ def _map_error(exc: psycopg.Error, conn: psycopg.BaseConnection[Any]) -> Error:
 
 def _connect_error(exc: BaseException, params: ConnectParams) -> ConnectError:
     message = scrub(str(exc), params.secrets)
+    lowered = message.lower()
     sqlstate = getattr(exc, "sqlstate", None)
     if sqlstate is None and "FATAL:" in message:  # the server's refusal
-        lowered = message.lower()
         sqlstate = next((code for text, code in _FATAL_CONNECT if text in lowered), None)
     elif sqlstate is None:  # no server answer: refused, unreachable, timed out, TLS failed
         sqlstate = "08001"
-    return ConnectError(message, dsn=params.dsn, sqlstate=sqlstate)
+    tls_failed = any(text in lowered for text in _TLS_FAILED)
+    return ConnectError(
+        message, dsn=params.dsn, sqlstate=sqlstate, permanent=True if tls_failed else None
+    )
 
 
 def _connect_kwargs(params: ConnectParams) -> dict[str, Any]:
