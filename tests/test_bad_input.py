@@ -259,6 +259,7 @@ async def test_refused_port_open_wait_raises_the_connect_error(mode: str, backen
         assert 0.25 < time.monotonic() - start < 1.5
         assert info.value.sqlstate == "08001"
         assert "refused" in str(info.value).lower()
+        assert isinstance(info.value.__cause__, Exception)  # the driver's own error
     finally:
         await _close(pool, mode)
 

@@ -77,10 +77,9 @@ class BlockingFace:
             if error is not None and is_fatal(error):
                 raise error
             if _monotonic() >= deadline:
-                error = pool_timeout(core, self.options.name, timeout)
                 if core.last_connect_error is not None:
-                    raise core.last_connect_error from None
-                raise error
+                    raise core.last_connect_error
+                raise pool_timeout(core, self.options.name, timeout)
             time.sleep(0.002)
 
     def close(self, timeout: float) -> None:
