@@ -401,6 +401,7 @@ class Pool:
 
         Raises:
             PoolTimeout: none became available in time (default ``acquire_timeout``).
+            ConnectError: the server refused us for good, or is down (see docs/errors.md).
             PoolClosed: the pool is closed.
             TooManyWaiters: the queue is full.
             UsageError: the pool is in async use.
@@ -481,6 +482,7 @@ class Pool:
 
         Raises:
             PoolTimeout: none became available in time (default ``acquire_timeout``).
+            ConnectError: the server refused us for good, or is down (see docs/errors.md).
             PoolClosed: the pool is closed.
             TooManyWaiters: the queue is full.
             UsageError: the pool is in blocking use or bound to another loop.

@@ -33,6 +33,7 @@ import unipool
 from tests.fake_backend import STEPS, Err, FakeBackend, Never, Ok, Script, Slow, Step
 from unipool import PoolStats
 from unipool._core import IDLE, PoolCore
+from unipool._core.policy import OUTAGE_AFTER
 from unipool.backends.base import AsyncConn, Backend, ConnectParams, SyncConn
 
 CANCEL_POINTS = (0.0, 0.5, 1.5, 3.0)
@@ -49,6 +50,7 @@ class Outcome:
 
     done: int = 0  # ran their query and gave the connection back
     cancelled: int = 0  # their cancel scope caught the cancellation
+    refused: int = 0  # failed fast with the connection error: the server is down
     late: list[float] = field(default_factory=list)  # finished a query after the cancel point
 
 
@@ -91,10 +93,14 @@ async def run_matrix_case(backend: FakeBackend, cancel_at: float, seed: int = 0)
     async def task() -> None:
         deadline = trio.current_time() + cancel_at
         with trio.move_on_after(cancel_at) as scope:
-            async with pool.acquire() as conn:
-                await conn.execute("x")
-                if trio.current_time() > deadline:
-                    outcome.late.append(trio.current_time())
+            try:
+                async with pool.acquire() as conn:
+                    await conn.execute("x")
+                    if trio.current_time() > deadline:
+                        outcome.late.append(trio.current_time())
+            except unipool.ConnectError:
+                outcome.refused += 1
+                return
             outcome.done += 1
         if scope.cancelled_caught:
             outcome.cancelled += 1
@@ -105,7 +111,9 @@ async def run_matrix_case(backend: FakeBackend, cancel_at: float, seed: int = 0)
             for _ in range(TASKS):
                 nursery.start_soon(task)
         # Cancellation always propagated: each task either finished or was cancelled.
-        assert outcome.done + outcome.cancelled == TASKS
+        assert outcome.done + outcome.cancelled + outcome.refused == TASKS
+        if outcome.refused:  # only after connecting failed for OUTAGE_AFTER, nothing open
+            assert backend.connect_errors > 0 and cancel_at > OUTAGE_AFTER
         assert not outcome.late, "a query ran after its cancel point: a cancellation was lost"
         if cancel_at == 0:
             assert outcome.done == 0

@@ -45,6 +45,8 @@ from unipool._core.policy import (
     BACKOFF_MAX,
     BACKOFF_SPREAD,
     LIFETIME_JITTER,
+    OUTAGE_AFTER,
+    OUTAGE_PROBE,
     Backoff,
     expiry,
 )
@@ -847,13 +849,81 @@ def test_reconnect_timeout_stops_background_refill_but_not_demand() -> None:
 
     w = h.wait()
     assert h.opened() == 1, "demand still opens"
-    h.fail()
-    h.at(h.core.next_deadline()).tick()
-    assert h.opened() == 1, "and retries for waiters"
+    error = h.fail()
+    assert w.done and w.error is error, "the server is down: the waiter fails at once"
+    h.advance(OUTAGE_PROBE)
+    w = h.wait()
+    assert h.opened() == 1, "and demand retries"
     h.connect()
     assert w.done and w.slot is not None
     assert h.opened() == 1, "a success resumes the min_size refill"
     assert h.core.size == 2
+
+
+def test_a_restart_is_waited_through() -> None:
+    """Rule 6: for ``OUTAGE_AFTER`` after the first failure, requests wait as usual."""
+    h = Harness(min_size=1, max_size=2)
+    h.open()
+    h.fail()
+    w = h.wait()
+    h.at(h.core.next_deadline()).tick()
+    h.fail()
+    assert not w.done, "a short outage is waited through"
+    h.at(h.core.next_deadline()).tick()
+    h.connect()
+    assert w.done and w.slot is not None
+
+
+def test_an_outage_fails_requests_at_once_with_the_connection_error() -> None:
+    """Rule 6: once connecting has failed for ``OUTAGE_AFTER`` with nothing open, a request
+    fails at once with the last error, except that one may try a connection every
+    ``OUTAGE_PROBE``; the attempt that fails fails every waiter, a success ends it."""
+    h = Harness(min_size=1, max_size=3)
+    h.open()
+    first = h.fail()
+    while h.now < OUTAGE_AFTER:
+        h.at(h.core.next_deadline()).tick()
+        assert h.opened() == 1
+        first = h.fail()
+    assert h.now >= OUTAGE_AFTER
+    failed_at = h.now
+    h.advance(OUTAGE_PROBE / 2)
+    with pytest.raises(ConnectError) as info:
+        h.acquire()
+    assert info.value is first, "fails at once, with the real error"
+    assert h.core.waiting == 0 and h.last == []
+    h.at(failed_at + OUTAGE_PROBE)
+    w1 = h.wait()
+    assert h.opened() == 1, "a probe, before the backoff's own retry"
+    w2 = h.wait()
+    assert h.opened() == 0, "one probe at a time: the second request waits for it"
+    second = h.fail()
+    assert (w1.error, w2.error) == (second, second)
+    assert h.core.waiting == 0
+    h.advance(OUTAGE_PROBE)
+    w3 = h.wait()
+    h.connect()
+    assert w3.done and w3.slot is not None, "the first success ends the outage"
+    h.release(h.accept(w3))
+    assert h.get().state is IN_USE
+
+
+def test_no_outage_while_a_connection_is_open() -> None:
+    """Rule 6: a borrowed connection may come back, so requests keep waiting for it."""
+    h = Harness(min_size=0, max_size=2)
+    w = h.wait()
+    h.connect()
+    slot = h.accept(w)
+    w2 = h.wait()
+    h.fail()
+    h.advance(OUTAGE_AFTER * 5)
+    h.tick()
+    h.fail()
+    assert not w2.done
+    w3 = h.wait()
+    assert not w3.done, "queued, not failed: a connection is lent out"
+    h.release(slot)
+    assert w2.done and w2.slot is not None
 
 
 def test_fatal_connect_failure_fails_all_waiters() -> None:

@@ -154,6 +154,12 @@ class PoolMachine(RuleBasedStateMachine):
             assert cap and len(self.queued) >= cap
             self.collect()
             return
+        except ConnectError as exc:  # rule 6: the server is down
+            assert exc is self.core.last_connect_error
+            assert not self.queued and not self.opens
+            assert all(s.state is CLOSING for s in self.core.slots.values())
+            self.collect()
+            return
         assert not self.core.closing
         self.collect()
         if isinstance(got, Waiter):

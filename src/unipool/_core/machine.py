@@ -44,6 +44,13 @@ are closed after ``max_idle``. A failed health check marks every connection
 opened before it as suspect: each is checked at its next hand-out instead of
 being pinged one by one.
 
+Rule 6 (outage): once connecting has failed for ``OUTAGE_AFTER`` with no
+connection open, the server is taken to be down. A request then fails at once
+with the last connection error, unless an attempt is under way (it waits for
+it) or one may start (at most every ``OUTAGE_PROBE``, whatever the backoff: the
+request starts one and waits for it). An attempt that fails fails every
+waiter; the first success ends the outage.
+
 The facade reads decisions from :attr:`PoolCore.actions` after each event:
 ``Open(slot)``, ``Close(slot)``, ``Wake(waiter)`` and ``Overdue(slot)`` (a
 borrow held past ``leak_timeout``, reported once). Time-driven work runs in
@@ -266,6 +273,7 @@ class PoolCore:
 
         Raises:
             PoolClosed: the pool is closing.
+            ConnectError: the server is down (rule 6): the last connection error.
             TooManyWaiters: the queue is full (``max_waiting``).
         """
         if self.closing:
@@ -276,6 +284,10 @@ class PoolCore:
                 if slot.state is IN_USE:
                     self.counters.acquires += 1
                 return slot
+        if self._backoff.failures and self._down(now):
+            error = self.last_connect_error
+            if error is not None and not self._opening and not self._backoff.may_probe(now):
+                raise error
         cap = self.config.max_waiting
         if cap and self._live_waiters >= cap:
             raise TooManyWaiters(f"{self._live_waiters} requests are already waiting (max_waiting)")
@@ -462,7 +474,7 @@ class PoolCore:
         self.counters.connect_errors += 1
         self.last_connect_error = error
         self._backoff.failed(now)
-        if fatal:
+        if fatal or self._down(now):
             self._fail_waiters(error)
 
     def connect_abandoned(self, slot: Slot, now: float) -> None:
@@ -503,7 +515,10 @@ class PoolCore:
         room = cfg.max_size - self.size
         if room <= 0:
             return
-        if not self._backoff.may_retry(now):
+        backoff = self._backoff
+        if not backoff.may_retry(now) and not (
+            self._live_waiters and backoff.may_probe(now) and self._down(now)
+        ):
             return
         wanted = 0
         if not self._backoff.gave_up(now, cfg.reconnect_timeout):
@@ -514,6 +529,12 @@ class PoolCore:
             wanted = min(wanted, 1 - self._opening)  # probe one at a time while failing
         for _ in range(min(wanted, room)):
             self._open()
+
+    def _down(self, now: float) -> bool:
+        """Whether the server is taken to be down (rule 6)."""
+        return self._backoff.outage(now) and all(
+            s.state is OPENING or s.state is CLOSING for s in self.slots.values()
+        )
 
     def _fail_waiters(self, error: BaseException) -> None:
         while self._waiters:

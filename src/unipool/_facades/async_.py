@@ -151,6 +151,7 @@ class AsyncFace:
 
         Raises:
             PoolTimeout: none became available in time.
+            ConnectError: the server refused us for good, or is down.
             PoolClosed: the pool is closed.
             TooManyWaiters: the queue is full.
         """

@@ -135,6 +135,7 @@ class BlockingFace:
 
         Raises:
             PoolTimeout: none became available in time.
+            ConnectError: the server refused us for good, or is down.
             PoolClosed: the pool is closed.
             TooManyWaiters: the queue is full.
         """
