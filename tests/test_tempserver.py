@@ -117,3 +117,11 @@ def test_no_binaries_found(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_bindir_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="does not hold"):
         find_pg_bindir(tmp_path)
+
+
+def test_ports_are_below_the_ephemeral_range() -> None:
+    """An outgoing connection's local port cannot block a restart on the same port."""
+    low = _tempserver._ephemeral_low()
+    ports = {_tempserver._free_port() for _ in range(20)}
+    assert all(1024 <= port < low for port in ports), (low, ports)
+    assert len(ports) > 1, "picked at random"

@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import importlib.util
 import os
+import random
 import re
 import shutil
 import socket
@@ -145,10 +146,31 @@ def _unprivileged_account() -> _RunAs | None:
 
 
 def _free_port() -> int:
+    """A free port below the system's ephemeral range: no outgoing connection can take
+    it as its local port while the server is stopped (a restart could not bind it)."""
+    low = _ephemeral_low()
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 16384), low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((_HOST, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((_HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        found: int = sock.getsockname()[1]
+        return found
+
+
+def _ephemeral_low() -> int:
+    """The first port of the range outgoing connections get theirs from."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49152  # IANA's dynamic range: macOS, BSD, Windows
 
 
 def _accepts_tcp(port: int) -> bool:
