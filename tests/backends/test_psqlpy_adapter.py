@@ -7,17 +7,22 @@ runs the same work through psqlpy and psycopg (the reference) and compares.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import functools
 import socket
+import sys
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+import trio
 from tests._modes import ModePool, in_thread, open_pool
 
 import unipool
@@ -349,3 +354,154 @@ async def test_loop_thread_fallback(mode: str, dsn: str, monkeypatch: pytest.Mon
         assert value == uuid.UUID(int=1)
         when = await pool.fetchval("select '2024-01-02'::date")
         assert when == dt.date(2024, 1, 2)
+
+
+# -- terminate() fails a call in flight ------------------------------------------------------
+
+#: Long enough that a call ending sooner was failed by terminate(), not answered.
+SLEEP = "select pg_sleep(2)"
+
+
+def _cancelling(task: asyncio.Task[Any] | None) -> int:
+    """``task.cancelling()``: the cancellation requests it holds (0 before 3.11)."""
+    return int(getattr(task, "cancelling", lambda: 0)())
+
+
+def _cut_in(delay: float, conn: Any) -> threading.Timer:
+    """``conn.terminate()`` from another thread (as the watchdog does), ``delay`` s from now."""
+    timer = threading.Timer(delay, conn.terminate)
+    timer.start()
+    return timer
+
+
+def _twice(conn: Any) -> None:
+    conn.terminate()
+    conn.terminate()
+
+
+def test_terminate_fails_an_asyncio_call_in_flight(dsn: str) -> None:
+    """From another thread or from the call's own loop, once or twice: ConnectionLost at
+    once, and the task is left with no cancellation."""
+
+    async def main() -> list[float]:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        took = []
+        for cut in (
+            lambda conn: _cut_in(0.1, conn),
+            lambda conn: threading.Timer(0.1, _twice, (conn,)).start(),
+            lambda conn: loop.call_later(0.1, conn.terminate),
+            lambda conn: loop.call_later(0.1, _twice, conn),
+        ):
+            conn = await adapter.BACKEND.connect_async(ConnectParams(dsn), "asyncio")
+            cut(conn)
+            start = time.monotonic()
+            with pytest.raises(unipool.ConnectionLost, match="cut"):
+                await conn.fetchval(SLEEP, (), 0)
+            took.append(time.monotonic() - start)
+            await asyncio.sleep(0.01)  # no cancellation left over
+            assert _cancelling(task) == 0
+            assert not conn.alive()
+        return took
+
+    assert all(t < 1.0 for t in asyncio.run(main()))
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Task.cancelling() is 3.11+")
+@pytest.mark.parametrize("first", ["outside", "terminate"])
+def test_a_call_also_cancelled_from_outside_stays_cancelled(dsn: str, first: str) -> None:
+    """Cut and cancelled: the task gets CancelledError, holding the outside request only."""
+
+    async def main() -> None:
+        conn = await adapter.BACKEND.connect_async(ConnectParams(dsn), "asyncio")
+        task = asyncio.current_task()
+        assert task is not None
+
+        def both() -> None:
+            if first == "outside":
+                task.cancel()
+            conn.terminate()
+            if first == "terminate":
+                task.cancel()
+
+        asyncio.get_running_loop().call_later(0.1, both)
+        with pytest.raises(asyncio.CancelledError):
+            await conn.fetchval(SLEEP, (), 0)
+        assert _cancelling(task) == 1
+
+    asyncio.run(main())
+
+
+def test_a_cut_arriving_after_its_call_ended_is_ignored(dsn: str) -> None:
+    """terminate() from a thread while a call runs, its wake-up delivered only once the
+    call is over: no stray cancellation hits the task."""
+
+    async def main() -> None:
+        conn = await adapter.BACKEND.connect_async(ConnectParams(dsn), "asyncio")
+        loop = asyncio.get_running_loop()
+        wake = loop.call_soon_threadsafe
+        held: list[tuple[Any, ...]] = []
+
+        def hold_the_cut(callback: Any, *args: Any, context: Any = None) -> Any:
+            if getattr(callback, "__self__", None) is conn:
+                return held.append((callback, *args))
+            return wake(callback, *args, context=context)  # psqlpy's wake-ups
+
+        loop.call_soon_threadsafe = hold_the_cut  # type: ignore[method-assign,assignment]
+        try:
+            _cut_in(0.1, conn)
+            assert await conn.fetchval("select 7 from pg_sleep(0.5)", (), 0) == 7  # answered
+        finally:
+            del loop.call_soon_threadsafe
+        assert held  # the cut came while the call ran
+        for callback, *args in held:
+            callback(*args)
+        await asyncio.sleep(0.01)
+        assert _cancelling(asyncio.current_task()) == 0
+
+    asyncio.run(main())
+
+
+def test_terminate_after_the_loop_closed_only_closes(dsn: str) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        conn = loop.run_until_complete(adapter.BACKEND.connect_async(ConnectParams(dsn), "asyncio"))
+        stuck = loop.create_task(conn.fetchval(SLEEP, (), 0))
+        loop.run_until_complete(asyncio.sleep(0.1))  # the call is in flight
+    finally:
+        loop.close()
+    conn.terminate()
+    conn.terminate()
+    assert not conn.alive()
+    assert not stuck.done()
+
+
+async def _fails_at_once(conn: Any, cut: Callable[[], object]) -> float:
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_call_later, 0.1, cut)
+        with pytest.raises(unipool.ConnectionLost, match="cut"):
+            await conn.fetchval(SLEEP, (), 0)
+    return trio.current_time() - start
+
+
+async def _call_later(delay: float, fn: Callable[[], object]) -> None:
+    await trio.sleep(delay)
+    fn()
+
+
+def test_terminate_fails_a_trio_call_in_flight(dsn: str) -> None:
+    """The pumped call ends at once with ConnectionLost, cut from a thread or a task."""
+
+    async def main() -> list[float]:
+        took = []
+        for from_thread in (True, False):
+            conn = await adapter.BACKEND.connect_async(ConnectParams(dsn), "trio")
+            cut = functools.partial(_cut_in, 0, conn) if from_thread else conn.terminate
+            took.append(await _fails_at_once(conn, cut))
+            await trio.sleep(0.01)
+            assert not conn.alive()
+        return took
+
+    assert all(t < 1.0 for t in trio.run(main))

@@ -191,6 +191,54 @@ def test_trio_cancelled_before_start_does_not_start() -> None:
     run(main)
 
 
+async def _soon(fn: Callable[..., object], *args: Any) -> None:
+    await trio.sleep(0.05)
+    fn(*args)
+
+
+def test_trio_abort_stops_waiting() -> None:
+    """abort(), from another thread or another task: the coroutine, never woken, is
+    closed and its error raised at once."""
+
+    async def main(from_thread: bool) -> None:
+        coro = fake_op(1, wakes=0)
+        pump = _psqlpy_pump._TrioPump()
+        error = ConnectionError("cut")
+        async with trio.open_nursery() as nursery:
+            if from_thread:
+                threading.Timer(0.05, pump.abort, (error,)).start()
+            else:
+                nursery.start_soon(_soon, pump.abort, error)
+            with trio.fail_after(2), pytest.raises(ConnectionError) as info:
+                await pump_trio(coro, pump)
+        assert info.value is error
+        assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
+
+    run(main, True)
+    run(main, False)
+
+
+def test_trio_abort_before_or_after_the_run() -> None:
+    """Aborted before it runs, a pump fails at once; after, the abort reaches nobody."""
+
+    async def main() -> _psqlpy_pump._TrioPump:
+        early = _psqlpy_pump._TrioPump()
+        early.abort(ConnectionError("cut"))
+        coro = fake_op(1)
+        with pytest.raises(ConnectionError):
+            await pump_trio(coro, early)
+        assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
+        done = _psqlpy_pump._TrioPump()
+        assert await pump_trio(fake_op(2), done) == 2
+        done.abort(ConnectionError("late"))
+        assert await pump_trio(fake_op(3, wakes=2)) == 3  # not woken by the late abort
+        await trio.sleep(0.01)
+        return done
+
+    done = run(main)
+    done.abort(ConnectionError("after the run"))  # trio is gone: nothing to wake
+
+
 # -- against a server -------------------------------------------------------------------------
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Any
 
@@ -13,7 +12,7 @@ import unipool
 from tests._modes import open_pool, until
 from tests.faults.conftest import via
 from tests.faults.proxy import FaultProxy
-from unipool._facades import common
+from unipool._facades import async_, common
 
 SLACK = 0.5
 
@@ -45,6 +44,27 @@ async def test_checks_on_a_frozen_server_end_with_the_acquire(
         proxy.thaw()
         await until(lambda: pool.stats().idle == 2, timeout=10)
         assert await pool.fetchval("select 1") == 1
+
+
+async def test_a_check_on_a_frozen_network_ends_at_its_bound(
+    proxy: FaultProxy, dsn: str, mode: str, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watchdog's cut ends a check on a silent server when its time is up: the
+    async modes' backstop (the cancel scope, ``_CUT_GRACE`` later) is moved out of reach."""
+    monkeypatch.setattr(async_, "_CUT_GRACE", 10.0)
+    options: dict[str, Any] = {"min_size": 1, "max_size": 1, "check": 0.05, "connect_timeout": 1}
+    async with open_pool(mode, via(proxy, dsn), backend, **options) as pool:
+        assert await pool.fetchval("select 1") == 1
+        await until(lambda: pool.stats().idle == 1)
+        await anyio.sleep(0.1)  # idle past `check`: the next hand-out pings
+        proxy.freeze()
+        start = time.monotonic()
+        with pytest.raises(unipool.PoolTimeout):
+            async with pool.acquire(timeout=1.0):  # the check may take all of it
+                pass
+        assert time.monotonic() - start <= 1.0 + SLACK  # not 1.0 + 10 s
+        assert pool.stats().connections_lost >= 1
+        proxy.thaw()
 
 
 async def test_a_dirty_release_into_a_frozen_network_returns_in_time(
@@ -81,17 +101,20 @@ async def test_a_borrower_stuck_on_a_frozen_network_is_woken_by_close(
     proxy: FaultProxy, dsn: str, mode: str, backend: str
 ) -> None:
     """close() terminates a connection whose borrower waits on a silent server: the
-    borrower gets an error when close() gives up, instead of waiting forever."""
+    borrower gets ConnectionLost when close() gives up, instead of waiting forever."""
     if mode == "sync":
         pytest.skip("a blocked thread is woken by the socket cut, not by a task switch")
     async with open_pool(mode, via(proxy, dsn), backend, min_size=1, max_size=1) as pool:
         conn = await pool.getconn()
         proxy.freeze()
         woken = anyio.Event()
+        errors: list[BaseException] = []
 
         async def stuck() -> None:
-            with contextlib.suppress(unipool.Error):  # frozen: it can only fail (or, on
-                await conn.fetchval("select 1")  # psqlpy after the thaw, be answered)
+            try:
+                await conn.fetchval("select 1")
+            except unipool.Error as exc:  # frozen: it can only fail
+                errors.append(exc)
             woken.set()
 
         async with anyio.create_task_group() as tg:
@@ -99,9 +122,8 @@ async def test_a_borrower_stuck_on_a_frozen_network_is_woken_by_close(
             await anyio.sleep(0.1)  # the query is on its way to the frozen server
             start = time.monotonic()
             await pool.close(timeout=0.3)
-            if backend == "psqlpy":  # closing its connection fails no call in flight there:
-                proxy.thaw()  # the borrower is woken by the server's answer
             with anyio.fail_after(0.3 + SLACK):
                 await woken.wait()
         assert time.monotonic() - start <= 0.3 + SLACK
+        assert [type(e) for e in errors] == [unipool.ConnectionLost], errors
         proxy.thaw()

@@ -262,9 +262,10 @@ def pump_sync(coro: Coroutine[Any, Any, T], pump: _SyncPump | None = None) -> T:
 class _TrioPump(_Pump):
     """Drives a coroutine from a trio task, parked while tokio works."""
 
-    __slots__ = ("_future", "_parked", "_reschedule", "_task", "_token")
+    __slots__ = ("_error", "_future", "_parked", "_reschedule", "_task", "_token")
 
     def __init__(self) -> None:
+        """Made in the trio task that is to run the pump."""
         import trio
 
         super().__init__()
@@ -273,12 +274,21 @@ class _TrioPump(_Pump):
         self._reschedule = trio.lowlevel.reschedule
         self._future: _Future | None = None
         self._parked = False
+        self._error: BaseException | None = None
 
     def post(self, item: _Item) -> None:
         try:
             self._token.run_sync_soon(self._deliver, item)
         except BaseException:  # trio.RunFinishedError: nobody left to wake
             pass
+
+    def abort(self, error: BaseException) -> None:
+        """Stop waiting (from any thread): `run` drops the coroutine and raises ``error``.
+
+        Once `run` has returned, it is ignored.
+        """
+        self._error = error
+        self.post(None)
 
     def _deliver(self, item: _Item) -> None:
         # Runs in trio's scheduler, where an exception would crash the run.
@@ -289,7 +299,11 @@ class _TrioPump(_Pump):
             if self.problem is None:
                 self.problem = f"psqlpy pump: waking psqlpy's future failed: {exc!r}"
         future = self._future
-        if self._parked and (self.problem is not None or (future is not None and future._done)):
+        if self._parked and (
+            self.problem is not None
+            or self._error is not None
+            or (future is not None and future._done)
+        ):
             self._parked = False
             self._reschedule(self._task)
 
@@ -306,6 +320,8 @@ class _TrioPump(_Pump):
         parked = False
         try:
             while True:
+                if self._error is not None:
+                    raise self._error
                 previous = _get_running_loop()
                 _set_running_loop(loop)
                 try:
@@ -325,6 +341,8 @@ class _TrioPump(_Pump):
                 await trio.lowlevel.wait_task_rescheduled(self._abort)
                 if self.problem is not None:
                     raise self.failed()
+                if self._error is not None:
+                    raise self._error
         except BaseException as exc:
             self._parked = False
             self._future = None
@@ -337,7 +355,7 @@ class _TrioPump(_Pump):
         return result
 
 
-async def pump_trio(coro: Coroutine[Any, Any, T]) -> T:
+async def pump_trio(coro: Coroutine[Any, Any, T], pump: _TrioPump | None = None) -> T:
     """Drive a psqlpy coroutine from a trio task, parking the task while tokio works.
 
     A checkpoint, as trio functions are: in an already cancelled scope the
@@ -347,7 +365,8 @@ async def pump_trio(coro: Coroutine[Any, Any, T]) -> T:
     psqlpy sends no cancel request, so a statement already sent keeps running
     on the server to its end, and the connection's next statement waits behind
     it: the caller must cancel it (``pg_cancel_backend(pid)`` from another
-    connection) or close the connection.
+    connection) or close the connection.  ``pump``, made in the calling task,
+    lets another thread or task stop the wait (`_TrioPump.abort`).
 
     Raises:
         RuntimeError: psqlpy used asyncio beyond what the pump provides.
@@ -359,7 +378,7 @@ async def pump_trio(coro: Coroutine[Any, Any, T]) -> T:
     except BaseException:
         coro.close()
         raise
-    return await _TrioPump().run(coro)
+    return await (pump or _TrioPump()).run(coro)
 
 
 def _self_test() -> str | None:

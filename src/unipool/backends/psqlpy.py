@@ -16,6 +16,8 @@ column types, and has no query cancel, so this adapter makes them up:
   per connection and statement text);
 - a call abandoned mid-query is cancelled on the server with
   ``pg_cancel_backend`` from a side connection;
+- ``terminate()`` fails a call waiting on the connection at once
+  (`ConnectionLost`), which psqlpy's ``close()`` does not;
 - behind PgBouncer (the ``pgbouncer`` option), no prepared statement of
   psqlpy's outlives the transaction it was made in (`PsqlpyConn._extended`);
 - COPY, which psqlpy has only in binary and only into a table, is emulated
@@ -40,6 +42,8 @@ import json
 import re
 import secrets
 import struct
+import sys
+import threading
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
@@ -602,8 +606,9 @@ _PREPARABLE = frozenset({"SELECT", "WITH", "VALUES", "TABLE", "INSERT", "UPDATE"
 class PsqlpyConn:
     """A psqlpy connection behind the uniform interface (native on asyncio)."""
 
-    __slots__ = ("__weakref__", "_abandoned", "_bouncer", "_broken", "_numeric", "_params",
-                 "_pid", "_prepared", "_shapes", "_tx", "raw")  # fmt: skip
+    __slots__ = ("__weakref__", "_abandoned", "_bouncer", "_broken", "_cut", "_loop",
+                 "_numeric", "_params", "_pid", "_prepared", "_shapes", "_task", "_thread",
+                 "_tx", "raw")  # fmt: skip
 
     def __init__(
         self, raw: Any, pid: int, params: ConnectParams, *, unprepared: bool = False
@@ -619,6 +624,14 @@ class PsqlpyConn:
         self._tx = TxStatus.IDLE
         self._broken = False
         self._abandoned = False
+        #: the asyncio loop the connection was opened on, and its thread (None: a pump's)
+        loop = asyncio._get_running_loop()
+        self._loop = loop if isinstance(loop, asyncio.AbstractEventLoop) else None
+        self._thread = None if self._loop is None else threading.get_ident()
+        #: the task of ``_loop`` whose driver call is in flight, if any
+        self._task: asyncio.Task[Any] | None = None
+        #: the task `terminate` cancelled to fail its call
+        self._cut: asyncio.Task[Any] | None = None
         self._shapes: dict[str, _Shape] = {}
         self._numeric: dict[str, tuple[int, ...]] = {}
         _live.add(self)
@@ -626,17 +639,30 @@ class PsqlpyConn:
     # -- running driver calls -----------------------------------------------
 
     async def _call(self, call: Callable[[], Awaitable[Any]], sql: str | None = None) -> Any:
-        """Run one driver call: map errors, track the transaction, cancel if abandoned."""
+        """Run one driver call: map errors, track the transaction, cancel if abandoned.
+
+        On the connection's loop the call's task is known while it runs, so that
+        `terminate` can fail it.
+        """
+        self._task = task = _task_of(self._loop) if self._thread == _get_ident() else None
         try:
-            result = await call()
+            try:
+                result = await call()
+            finally:
+                self._task = None
         except pe.Error as exc:
             error, broken = _map_error(exc, self._params.command_timeout is not None)
             self._failed(sql, broken)
             raise error from exc
         except Exception:
             raise
-        except BaseException:  # the caller gave up: the query may still run on the server
+        except BaseException as exc:  # the caller gave up: the query may still run on the server
             self._tx = TxStatus.UNKNOWN
+            if task is not None and self._cut is task:  # cancelled by terminate()
+                self._cut = None
+                if _uncancel(task) == 0 and _is_cut(exc):
+                    raise ConnectionLost(_CUT_MESSAGE) from None
+                raise  # also cancelled by someone else
             if not _on_asyncio():  # a pump dropped this call (GeneratorExit): its runner cancels
                 self._abandoned = True
                 raise
@@ -981,9 +1007,51 @@ class PsqlpyConn:
         self.terminate()
 
     def terminate(self) -> None:
+        """Close the connection, from any thread; a call in flight on asyncio fails with
+        `ConnectionLost` at once (its task is cancelled, on its own loop)."""
         self._broken = True
         _live.discard(self)
         self.raw.close()
+        task, loop = self._task, self._loop
+        if task is None or loop is None:
+            return
+        try:
+            if asyncio._get_running_loop() is loop:
+                self._cut_call(task)
+            else:
+                loop.call_soon_threadsafe(self._cut_call, task)
+        except RuntimeError:  # the loop is closed: nothing runs there any more
+            pass
+
+    def _cut_call(self, task: asyncio.Task[Any]) -> None:
+        """Cancel ``task`` if it still waits on this connection's driver (on its loop)."""
+        if self._task is task and self._cut is not task and not task.done():
+            self._cut = task
+            task.cancel(_CUT_CANCEL)
+
+
+_get_ident = threading.get_ident
+#: ``asyncio.current_task(loop)``: in 3.10 and 3.11 a Python function doing just this lookup.
+_task_of: Callable[[Any], asyncio.Task[Any] | None] = (
+    asyncio.current_task
+    if sys.version_info >= (3, 12)
+    else vars(asyncio.tasks)["_current_tasks"].get
+)
+#: What a call cut by `PsqlpyConn.terminate` fails with, and its task's cancel message.
+_CUT_MESSAGE = "the connection was cut: the server did not answer"
+_CUT_CANCEL = "unipool: psqlpy connection terminated"
+
+
+def _uncancel(task: asyncio.Task[Any]) -> int:
+    """Withdraw one cancellation request of ``task``: the number left (0 before 3.11)."""
+    uncancel = getattr(task, "uncancel", None)
+    return 0 if uncancel is None else int(uncancel())
+
+
+def _is_cut(exc: BaseException) -> bool:
+    """Whether ``exc`` is the cancellation `PsqlpyConn.terminate` asked for (before 3.11,
+    another one asked for first carries its own message)."""
+    return isinstance(exc, asyncio.CancelledError) and exc.args[:1] == (_CUT_CANCEL,)
 
 
 def _on_asyncio() -> bool:
@@ -1365,7 +1433,7 @@ class _PumpRunner:
         self._conn.terminate()
         pump = self._pump
         if pump is not None:
-            pump.abort(ConnectionLost("the connection was cut: the server did not answer"))
+            pump.abort(ConnectionLost(_CUT_MESSAGE))
 
 
 def _sync_runner(conn: PsqlpyConn) -> Callable[..., Any]:
@@ -1373,29 +1441,52 @@ def _sync_runner(conn: PsqlpyConn) -> Callable[..., Any]:
     return _PumpRunner(conn) if _pump_works() else _loop_call
 
 
-def _trio_runner(conn: PsqlpyConn) -> Callable[..., Awaitable[Any]]:
-    """``await run(fn, *args)`` for trio: the pump, or the shared loop thread."""
-    from ._psqlpy_pump import pump_trio
+class _TrioRunner:
+    """``await run(fn, *args)`` for trio through the pump; ``cut()`` stops it from any thread."""
 
-    pumped = _pump_works()
+    __slots__ = ("_conn", "_new_pump", "_pump", "_pump_trio")
 
-    async def run(fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
+    def __init__(self, conn: PsqlpyConn) -> None:
+        from ._psqlpy_pump import _TrioPump, pump_trio
+
+        self._conn = conn
+        self._new_pump = _TrioPump
+        self._pump_trio = pump_trio
+        self._pump: Any = None  # the pump of the call under way
+
+    async def __call__(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
+        conn = self._conn
         if any(hasattr(arg, "__aiter__") for arg in args):  # a COPY source of trio's
             args = tuple([await _collected(arg) for arg in args])
-        if not pumped:
-            return await _loop_acall(fn, *args)
+        self._pump = pump = self._new_pump()
         try:
-            return await pump_trio(fn(*args))
+            return await self._pump_trio(fn(*args), pump)
         except BaseException:
             if conn.abandoned and POOL_CALL.get():  # the pool's own call: no cancel request
                 conn.terminate()
             elif conn.abandoned:
+                self._pump = pump = self._new_pump()
                 with anyio.move_on_after(_CANCEL_TIMEOUT, shield=True):
                     with contextlib.suppress(Exception):
-                        await pump_trio(conn.cancel_server())
+                        await self._pump_trio(conn.cancel_server(), pump)
             raise
+        finally:
+            if self._pump is pump:
+                self._pump = None
 
-    return run
+    def cut(self) -> None:
+        """Close the connection; a call waiting on it fails with `ConnectionLost` at once."""
+        self._conn.terminate()
+        pump = self._pump
+        if pump is not None:
+            pump.abort(ConnectionLost(_CUT_MESSAGE))
+
+
+async def _loop_runner(fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
+    """``await run(fn, *args)`` for trio through the shared asyncio loop thread."""
+    if any(hasattr(arg, "__aiter__") for arg in args):  # a COPY source of trio's
+        args = tuple([await _collected(arg) for arg in args])
+    return await _loop_acall(fn, *args)
 
 
 async def _connect_trio(params: ConnectParams) -> PsqlpyConn:
@@ -1435,7 +1526,10 @@ class PsqlpyBackend:
         from ._bridged import AsyncBridge
 
         conn = await _connect_trio(params)
-        return AsyncBridge(conn, _trio_runner(conn), conn.terminate)
+        if not _pump_works():
+            return AsyncBridge(conn, _loop_runner, conn.terminate)
+        runner = _TrioRunner(conn)
+        return AsyncBridge(conn, runner, runner.cut)
 
 
 @atexit.register
