@@ -433,6 +433,34 @@ def test_a_call_also_cancelled_from_outside_stays_cancelled(dsn: str, first: str
     asyncio.run(main())
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Task.cancelling() is 3.11+")
+def test_a_cut_in_a_task_already_being_cancelled_is_connection_lost(dsn: str) -> None:
+    """A release's reset runs shielded in a task whose deadline has passed: cut there, the
+    call fails with ConnectionLost (so the pool frees the slot), and the earlier
+    cancellation goes on afterwards."""
+
+    async def main() -> None:
+        conn = await adapter.BACKEND.connect_async(ConnectParams(dsn), "asyncio")
+        task = asyncio.current_task()
+        outcome: BaseException | None = None
+        with anyio.move_on_after(0.05):
+            try:
+                await anyio.sleep(1)
+            finally:
+                assert _cancelling(task) == 1
+                with anyio.CancelScope(shield=True):
+                    _cut_in(0.1, conn)
+                    try:  # (the scope outside would swallow a CancelledError)
+                        await conn.fetchval(SLEEP, (), 0)
+                    except BaseException as exc:
+                        outcome = exc
+                assert _cancelling(task) == 1
+        assert _cancelling(task) == 0
+        assert isinstance(outcome, unipool.ConnectionLost), repr(outcome)
+
+    asyncio.run(main())
+
+
 def test_a_cut_arriving_after_its_call_ended_is_ignored(dsn: str) -> None:
     """terminate() from a thread while a call runs, its wake-up delivered only once the
     call is over: no stray cancellation hits the task."""

@@ -47,6 +47,7 @@ from unipool._core.policy import (
     LIFETIME_JITTER,
     OUTAGE_AFTER,
     OUTAGE_PROBE,
+    STREAK_GAP,
     Backoff,
     expiry,
 )
@@ -849,11 +850,10 @@ def test_reconnect_timeout_stops_background_refill_but_not_demand() -> None:
 
     w = h.wait()
     assert h.opened() == 1, "demand still opens"
-    error = h.fail()
-    assert w.done and w.error is error, "the server is down: the waiter fails at once"
-    h.advance(OUTAGE_PROBE)
-    w = h.wait()
-    assert h.opened() == 1, "and demand retries"
+    h.fail()
+    assert not w.done, "a failure after a quiet spell starts a new streak: no outage yet"
+    h.at(h.core.next_deadline()).tick()
+    assert h.opened() == 1, "and retries for waiters"
     h.connect()
     assert w.done and w.slot is not None
     assert h.opened() == 1, "a success resumes the min_size refill"
@@ -890,7 +890,7 @@ def test_an_outage_fails_requests_at_once_with_the_connection_error() -> None:
     h.advance(OUTAGE_PROBE / 2)
     with pytest.raises(ConnectError) as info:
         h.acquire()
-    assert info.value is first, "fails at once, with the real error"
+    assert str(info.value) == str(first), "fails at once, with the real error"
     assert h.core.waiting == 0 and h.last == []
     h.at(failed_at + OUTAGE_PROBE)
     w1 = h.wait()
@@ -906,6 +906,53 @@ def test_an_outage_fails_requests_at_once_with_the_connection_error() -> None:
     assert w3.done and w3.slot is not None, "the first success ends the outage"
     h.release(h.accept(w3))
     assert h.get().state is IN_USE
+
+
+def test_an_outage_raises_a_fresh_error_each_time() -> None:
+    """Rule 6: each request gets its own copy of the last error (one object raised over
+    and over would collect every raise in its traceback), caused by the driver's error."""
+    h = Harness(min_size=1, max_size=1)
+    h.open()
+    driver_error = OSError("refused")
+    error = ConnectError("refused", sqlstate="08001")
+    error.__cause__ = driver_error
+    while h.now < OUTAGE_AFTER:
+        h.fail(error)
+        h.at(h.core.next_deadline()).tick()
+    h.fail(error)
+    raised = []
+    for _ in range(2):
+        with pytest.raises(ConnectError) as info:
+            h.acquire()
+        raised.append(info.value)
+    assert raised[0] is not raised[1] and error not in raised
+    assert all(e.__cause__ is driver_error and e.sqlstate == "08001" for e in raised)
+
+
+def test_a_failure_after_a_quiet_spell_starts_a_new_streak() -> None:
+    """Rule 6: an old failure says nothing about the server now: no outage until
+    connecting has failed for ``OUTAGE_AFTER`` again."""
+    h = Harness(min_size=0, max_size=1)
+    h.wait()
+    h.fail()
+    h.at(h.core.next_deadline()).tick()
+    h.fail()  # the waiter timed out meanwhile; nothing tries for an hour
+    h.cancel(h.core.first_waiter())  # type: ignore[arg-type]
+    h.advance(3600.0)
+    w = h.wait()
+    h.fail()
+    assert not w.done, "waits, as in a short outage"
+
+
+def test_an_init_hook_error_is_no_outage() -> None:
+    """Rule 6 fails requests only with a connection error, not with what a hook raised."""
+    h = Harness(min_size=1, max_size=1)
+    h.open()
+    while h.now <= OUTAGE_AFTER:
+        h.fail(ValueError("init hook failed"))
+        h.at(h.core.next_deadline()).tick()
+    w = h.wait()
+    assert not w.done
 
 
 def test_no_outage_while_a_connection_is_open() -> None:
@@ -1253,13 +1300,18 @@ def test_backoff_policy() -> None:
     assert not b.gave_up(1e9, None)
     delays = []
     for i in range(8):
-        now = 20.0 + i
+        now = 11.0 + i
         b.failed(now)
         delays.append(b.retry_at - now)
     assert b.failing_since == 10.0 and b.failures == 9
     nominal = [min(BACKOFF_INITIAL * BACKOFF_FACTOR ** (i + 1), BACKOFF_MAX) for i in range(8)]
     for d, n in zip(delays, nominal, strict=True):
         assert n * (1 - BACKOFF_SPREAD) <= d <= n * (1 + BACKOFF_SPREAD)
+    assert b.outage(10.0 + OUTAGE_AFTER) and not b.outage(10.0 + OUTAGE_AFTER / 2)
+    quiet = b.failed_at + STREAK_GAP + 0.5
+    b.failed(quiet)  # after a quiet spell: a new streak, from the first delay again
+    assert b.failing_since == quiet and b.delay == BACKOFF_INITIAL * BACKOFF_FACTOR
+    assert not b.outage(quiet)
     b.succeeded()
     assert b.failing_since is None
     assert (b.delay, b.retry_at, b.failures) == (BACKOFF_INITIAL, -math.inf, 0)

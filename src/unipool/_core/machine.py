@@ -67,7 +67,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._errors import PoolClosed, TooManyWaiters
+from .._errors import ConnectError, PoolClosed, TooManyWaiters
 from .policy import Backoff, expiry
 
 RECYCLE_CAUSES = (
@@ -79,6 +79,15 @@ RECYCLE_CAUSES = (
     "abandoned",
     "read_only",
 )
+
+
+def _again(error: ConnectError) -> ConnectError:
+    """A fresh copy of ``error`` to raise (one object raised over and over would
+    collect every raise in its traceback), with the same driver error as its cause."""
+    again = ConnectError(error.message, dsn=error.dsn, sqlstate=error.sqlstate)
+    again.permanent = error.permanent
+    again.__cause__ = error.__cause__
+    return again
 
 
 class SlotState(enum.Enum):
@@ -278,16 +287,20 @@ class PoolCore:
         """
         if self.closing:
             raise PoolClosed("the pool is closed")
+        error = self.last_connect_error
+        if (
+            isinstance(error, ConnectError)
+            and self._down(now)  # then nothing is idle either
+            and not self._opening
+            and not self._backoff.may_probe(now)
+        ):
+            raise _again(error)
         if self._live_waiters == 0:
             slot = self._pop_idle(now)
             if slot is not None:
                 if slot.state is IN_USE:
                     self.counters.acquires += 1
                 return slot
-        if self._backoff.failures and self._down(now):
-            error = self.last_connect_error
-            if error is not None and not self._opening and not self._backoff.may_probe(now):
-                raise error
         cap = self.config.max_waiting
         if cap and self._live_waiters >= cap:
             raise TooManyWaiters(f"{self._live_waiters} requests are already waiting (max_waiting)")
@@ -474,7 +487,7 @@ class PoolCore:
         self.counters.connect_errors += 1
         self.last_connect_error = error
         self._backoff.failed(now)
-        if fatal or self._down(now):
+        if fatal or (isinstance(error, ConnectError) and self._down(now)):
             self._fail_waiters(error)
 
     def connect_abandoned(self, slot: Slot, now: float) -> None:

@@ -27,6 +27,9 @@ OUTAGE_AFTER = 1.0
 #: While the server is down, requests try a connection at most this often, whatever
 #: the backoff says: the first that succeeds ends the outage for everyone.
 OUTAGE_PROBE = 0.05
+#: A failure after no attempt for this long starts a new streak: an old failure
+#: says nothing about the server now.
+STREAK_GAP = 2 * BACKOFF_MAX
 
 
 def expiry(now: float, max_lifetime: float | None, rng: random.Random) -> float:
@@ -53,8 +56,9 @@ class Backoff:
 
     def failed(self, now: float) -> None:
         """Record a failed attempt at ``now`` and schedule the next one."""
-        if self.failing_since is None:
+        if self.failing_since is None or now - self.failed_at > STREAK_GAP:
             self.failing_since = now
+            self.delay = BACKOFF_INITIAL
         self.failed_at = now
         spread = 1.0 + BACKOFF_SPREAD * (2.0 * self.rng.random() - 1.0)
         self.retry_at = now + self.delay * spread

@@ -215,7 +215,6 @@ class AsyncFace:
         driver: AsyncConn = slot.conn
         allowed = min(common.CHECK_TIMEOUT, max(deadline - self._now(), common.LAST_CHANCE))
         ok = False
-        pool_call = POOL_CALL.set(True)  # interrupted, the check drops the connection
         try:
             # The watchdog cuts the connection when the check overruns, so that the check
             # fails as on a lost connection, with no cancel request to a server that does
@@ -224,18 +223,20 @@ class AsyncFace:
                 WATCHDOG.guard(driver, allowed),
                 anyio.move_on_after(allowed + _CUT_GRACE),
             ):
-                if wants_writable(self.params.dsn):
-                    ok = bool(await driver.fetchval(READ_ONLY_PROBE, (), 0) == "off")
-                else:
-                    await driver.ping()
-                    ok = True
+                pool_call = POOL_CALL.set(True)  # interrupted, it drops the connection
+                try:
+                    if wants_writable(self.params.dsn):
+                        ok = bool(await driver.fetchval(READ_ONLY_PROBE, (), 0) == "off")
+                    else:
+                        await driver.ping()
+                        ok = True
+                finally:
+                    POOL_CALL.reset(pool_call)
         except Error:
             ok = False
         except BaseException:
             await self._release_slot(slot, reusable=False, cause="broken")
             raise
-        finally:
-            POOL_CALL.reset(pool_call)
         if slot.state is CHECKING:
             self.core.check_done(slot, ok, self._now())
             await self._run(self.core.take_actions())
@@ -265,16 +266,18 @@ class AsyncFace:
                 await self._tick()
             return
         with anyio.CancelScope(shield=True):
-            cause = core.retire_reason(slot, now)
+            retired = core.retire_reason(slot, now)
+            cause = retired or "broken"
             reusable = False
-            if cause is None:
-                cause = "broken"
-                with (  # bounded as a check is: cut when late, the scope as a backstop
-                    WATCHDOG.guard(driver, common.CLOSE_TIMEOUT),
-                    anyio.move_on_after(common.CLOSE_TIMEOUT + _CUT_GRACE),
-                ):
-                    reusable = await self._reset(driver, conn)
-            await self._release_slot(slot, reusable=reusable, cause=cause)
+            try:
+                if retired is None:
+                    with (  # bounded as a check is: cut when late, the scope as a backstop
+                        WATCHDOG.guard(driver, common.CLOSE_TIMEOUT),
+                        anyio.move_on_after(common.CLOSE_TIMEOUT + _CUT_GRACE),
+                    ):
+                        reusable = await self._reset(driver, conn)
+            finally:  # whatever the reset raised, the place is given back
+                await self._release_slot(slot, reusable=reusable, cause=cause)
 
     async def _reset(self, driver: AsyncConn, conn: AsyncConnection) -> bool:
         try:
@@ -373,13 +376,15 @@ class AsyncFace:
             conn = AsyncConnection(slot)
             try:
                 await init(conn)
-            except BaseException as exc:
+            except Exception as exc:
                 driver.terminate()
                 logger.warning("pool %r: init hook failed: %s", self.options.name, exc)
                 await self._settle(self.core.connect_failed, slot, exc)
-                if not isinstance(exc, Exception):
-                    raise
                 return
+            except BaseException:  # interrupted: not the server's fault
+                driver.terminate()
+                await self._settle(self.core.connect_abandoned, slot)
+                raise
             conn._detach()
         await self._settle(self.core.connected, slot)
 

@@ -630,8 +630,9 @@ class PsqlpyConn:
         self._thread = None if self._loop is None else threading.get_ident()
         #: the task of ``_loop`` whose driver call is in flight, if any
         self._task: asyncio.Task[Any] | None = None
-        #: the task `terminate` cancelled to fail its call
-        self._cut: asyncio.Task[Any] | None = None
+        #: the task `terminate` cancelled to fail its call, and the cancellation
+        #: requests it had before (a release's reset may run in a cancelled task)
+        self._cut: tuple[asyncio.Task[Any], int] | None = None
         self._shapes: dict[str, _Shape] = {}
         self._numeric: dict[str, tuple[int, ...]] = {}
         _live.add(self)
@@ -658,11 +659,12 @@ class PsqlpyConn:
             raise
         except BaseException as exc:  # the caller gave up: the query may still run on the server
             self._tx = TxStatus.UNKNOWN
-            if task is not None and self._cut is task:  # cancelled by terminate()
+            cut = self._cut
+            if task is not None and cut is not None and cut[0] is task:  # by terminate()
                 self._cut = None
-                if _uncancel(task) == 0 and _is_cut(exc):
+                if _uncancel(task) == cut[1] and _is_cut(exc):
                     raise ConnectionLost(_CUT_MESSAGE) from None
-                raise  # also cancelled by someone else
+                raise  # also cancelled by someone else since
             if not _on_asyncio():  # a pump dropped this call (GeneratorExit): its runner cancels
                 self._abandoned = True
                 raise
@@ -1025,8 +1027,9 @@ class PsqlpyConn:
 
     def _cut_call(self, task: asyncio.Task[Any]) -> None:
         """Cancel ``task`` if it still waits on this connection's driver (on its loop)."""
-        if self._task is task and self._cut is not task and not task.done():
-            self._cut = task
+        cut = self._cut
+        if self._task is task and (cut is None or cut[0] is not task) and not task.done():
+            self._cut = (task, _cancelling(task))
             task.cancel(_CUT_CANCEL)
 
 
@@ -1040,6 +1043,12 @@ _task_of: Callable[[Any], asyncio.Task[Any] | None] = (
 #: What a call cut by `PsqlpyConn.terminate` fails with, and its task's cancel message.
 _CUT_MESSAGE = "the connection was cut: the server did not answer"
 _CUT_CANCEL = "unipool: psqlpy connection terminated"
+
+
+def _cancelling(task: asyncio.Task[Any]) -> int:
+    """The cancellation requests pending on ``task`` (0 before 3.11)."""
+    cancelling = getattr(task, "cancelling", None)
+    return 0 if cancelling is None else int(cancelling())
 
 
 def _uncancel(task: asyncio.Task[Any]) -> int:
