@@ -118,7 +118,7 @@ async def test_long_outage(server: TempServer, mode: str, backend: str, name: st
             assert error.sqlstate == "08001" and "refused" in str(error)
             (fast if start >= established else waited).append(took)
             await anyio.sleep(0.1)
-        assert fast and max(fast) <= SLACK
+        assert fast and max(fast) <= SLACK, sorted(fast)[-5:]
         c_plus_r = await in_thread(_start_and_time, server)
         back = time.monotonic()
         recovered = None
