@@ -27,6 +27,7 @@ from ..backends.base import POOL_CALL, AsyncConn, Backend, ConnectParams, Runtim
 from . import common
 from .common import (
     READ_ONLY_PROBE,
+    ConnectLog,
     borrow_site,
     interrupted,
     is_fatal,
@@ -64,6 +65,7 @@ class AsyncFace:
         self.runtime = runtime
         self._now = clock
         self._parking = parking_for(runtime)
+        self._connect_log = ConnectLog(options.name)
         self._call_soon = _call_soon_threadsafe(runtime)
         self._abandoned: deque[Slot] = deque()
         self._tg: TaskGroup | None = None
@@ -364,7 +366,7 @@ class AsyncFace:
         try:
             driver = await self.backend.connect_async(self.params, self.runtime)
         except Error as exc:
-            logger.warning("pool %r: connection failed: %s", self.options.name, exc)
+            self._connect_log.failed(exc, self._now())
             await self._settle(self.core.connect_failed, slot, exc, fatal=is_fatal(exc))
             return
         except BaseException:
@@ -386,6 +388,7 @@ class AsyncFace:
                 await self._settle(self.core.connect_abandoned, slot)
                 raise
             conn._detach()
+        self._connect_log.succeeded(self._now())
         await self._settle(self.core.connected, slot)
 
     async def _settle(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> None:

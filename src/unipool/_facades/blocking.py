@@ -24,6 +24,7 @@ from ..backends.base import Backend, ConnectParams, SyncConn
 from . import common
 from .common import (
     READ_ONLY_PROBE,
+    ConnectLog,
     borrow_site,
     interrupted,
     is_fatal,
@@ -56,6 +57,7 @@ class BlockingFace:
         self._stopped = False
         self._housekeeper: threading.Thread | None = None
         self._abandoned: deque[Slot] = deque()
+        self._connect_log = ConnectLog(options.name)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -284,7 +286,7 @@ class BlockingFace:
         try:
             driver = self.backend.connect_sync(self.params)
         except BaseException as exc:
-            logger.warning("pool %r: connection failed: %s", self.options.name, exc)
+            self._connect_log.failed(exc, _monotonic())
             self._call(self.core.connect_failed, slot, exc, fatal=is_fatal(exc))
             self._nudge.set()
             return
@@ -301,6 +303,7 @@ class BlockingFace:
                 self._nudge.set()
                 return
             conn._detach()
+        self._connect_log.succeeded(_monotonic())
         self._call(self.core.connected, slot)
 
     def _close_slot(self, slot: Slot) -> None:
