@@ -289,7 +289,8 @@ class PoolCore:
             raise PoolClosed("the pool is closed")
         error = self.last_connect_error
         if (
-            isinstance(error, ConnectError)
+            error is not None  # the common case, first: one comparison per acquire
+            and isinstance(error, ConnectError)
             and self._down(now)  # then nothing is idle either
             and not self._opening
             and not self._backoff.may_probe(now)

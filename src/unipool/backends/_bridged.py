@@ -35,12 +35,8 @@ class SyncBridge:
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
             return self._run(fn, *args)
-        except Exception as exc:
-            if not isinstance(exc, Error):
-                self._unsure = True
-            raise
-        except BaseException:  # interrupted: the driver may still be settling its state
-            self._unsure = True
+        except BaseException as exc:
+            self._unsure |= _unsure_after(exc)
             raise
 
     def execute(self, sql: str, args: Sequence[Any]) -> str:
@@ -109,12 +105,8 @@ class AsyncBridge:
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
             return await self._run(fn, *args)
-        except Exception as exc:
-            if not isinstance(exc, Error):
-                self._unsure = True
-            raise
-        except BaseException:  # cancelled: the driver may still be settling its state
-            self._unsure = True
+        except BaseException as exc:
+            self._unsure |= _unsure_after(exc)
             raise
 
     async def execute(self, sql: str, args: Sequence[Any]) -> str:
@@ -166,3 +158,10 @@ class AsyncBridge:
     def fileno(self) -> int | None:
         fileno = getattr(self.inner, "fileno", None)
         return None if fileno is None else fileno()
+
+
+def _unsure_after(exc: BaseException) -> bool:
+    """Whether a call that raised ``exc`` leaves the driver's view of the session in
+    doubt: anything but a mapped error (a cancellation, an interrupt, a driver bug) may
+    have stopped it while it was still settling its state."""
+    return not isinstance(exc, Error)

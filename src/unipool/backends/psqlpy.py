@@ -1414,14 +1414,27 @@ async def _loop_acall(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
     return await shared_loop().acall(fn, *args)
 
 
-class _PumpRunner:
-    """``run(fn, *args)`` for blocking code through the pump; ``cut()`` stops it from any thread."""
+class _Pumped:
+    """A runner through a pump; ``cut()`` stops the call under way, from any thread."""
 
     __slots__ = ("_conn", "_pump")
 
     def __init__(self, conn: PsqlpyConn) -> None:
         self._conn = conn
         self._pump: Any = None  # the pump of the call under way
+
+    def cut(self) -> None:
+        """Close the connection; a call waiting on it fails with `ConnectionLost` at once."""
+        self._conn.terminate()
+        pump = self._pump
+        if pump is not None:
+            pump.abort(ConnectionLost(_CUT_MESSAGE))
+
+
+class _PumpRunner(_Pumped):
+    """``run(fn, *args)`` for blocking code through the pump."""
+
+    __slots__ = ()
 
     def __call__(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
         from ._psqlpy_pump import _SyncPump, pump_sync
@@ -1437,36 +1450,27 @@ class _PumpRunner:
         finally:
             self._pump = None
 
-    def cut(self) -> None:
-        """Close the connection; a call waiting on it fails with `ConnectionLost` at once."""
-        self._conn.terminate()
-        pump = self._pump
-        if pump is not None:
-            pump.abort(ConnectionLost(_CUT_MESSAGE))
-
 
 def _sync_runner(conn: PsqlpyConn) -> Callable[..., Any]:
     """``run(fn, *args)`` for blocking code: the pump, or the shared loop thread."""
     return _PumpRunner(conn) if _pump_works() else _loop_call
 
 
-class _TrioRunner:
-    """``await run(fn, *args)`` for trio through the pump; ``cut()`` stops it from any thread."""
+class _TrioRunner(_Pumped):
+    """``await run(fn, *args)`` for trio through the pump."""
 
-    __slots__ = ("_conn", "_new_pump", "_pump", "_pump_trio")
+    __slots__ = ("_new_pump", "_pump_trio")
 
     def __init__(self, conn: PsqlpyConn) -> None:
         from ._psqlpy_pump import _TrioPump, pump_trio
 
-        self._conn = conn
+        super().__init__(conn)
         self._new_pump = _TrioPump
         self._pump_trio = pump_trio
-        self._pump: Any = None  # the pump of the call under way
 
     async def __call__(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
         conn = self._conn
-        if any(hasattr(arg, "__aiter__") for arg in args):  # a COPY source of trio's
-            args = tuple([await _collected(arg) for arg in args])
+        args = await _trio_args(args)
         self._pump = pump = self._new_pump()
         try:
             return await self._pump_trio(fn(*args), pump)
@@ -1483,19 +1487,18 @@ class _TrioRunner:
             if self._pump is pump:
                 self._pump = None
 
-    def cut(self) -> None:
-        """Close the connection; a call waiting on it fails with `ConnectionLost` at once."""
-        self._conn.terminate()
-        pump = self._pump
-        if pump is not None:
-            pump.abort(ConnectionLost(_CUT_MESSAGE))
-
 
 async def _loop_runner(fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
     """``await run(fn, *args)`` for trio through the shared asyncio loop thread."""
-    if any(hasattr(arg, "__aiter__") for arg in args):  # a COPY source of trio's
-        args = tuple([await _collected(arg) for arg in args])
-    return await _loop_acall(fn, *args)
+    return await _loop_acall(fn, *await _trio_args(args))
+
+
+async def _trio_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``args`` with a trio async iterable (a COPY source) collected first: psqlpy
+    iterates its sources on its own side, where trio's cannot run."""
+    if any(hasattr(arg, "__aiter__") for arg in args):
+        return tuple([await _collected(arg) for arg in args])
+    return args
 
 
 async def _connect_trio(params: ConnectParams) -> PsqlpyConn:
