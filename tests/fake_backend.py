@@ -156,13 +156,15 @@ class FakeBackend:
         else:
             await anyio.sleep_forever()
 
-    def _block(self, step: Step, error: Any) -> None:
+    def _block(self, step: Step, error: Any, cut: threading.Event | None = None) -> None:
         if step is Err:
             raise error()
         if step is Slow:
             time.sleep(self.slow)
-        elif step is Never:
-            self.unblock.wait()
+        elif step is Never:  # until unblocked, or the connection is cut under the call
+            while not self.unblock.wait(0.005):
+                if cut is not None and cut.is_set():
+                    raise ConnectionLost("the connection was cut (scripted)", sqlstate="08006")
 
 
 class _FakeConn:
@@ -176,6 +178,7 @@ class _FakeConn:
         self.dirty = False
         self.is_closed = False
         self.was_terminated = False
+        self.cut = threading.Event()  # set by terminate(): wakes a blocking call
         backend.connections.append(self)
         backend.opened += 1
 
@@ -207,6 +210,7 @@ class _FakeConn:
         return not self.dirty
 
     def terminate(self) -> None:
+        self.cut.set()
         if not self.is_closed:
             self.was_terminated = True
             self.backend.terminated += 1
@@ -327,11 +331,13 @@ class FakeSyncConn(_FakeConn):
 
     def ping(self) -> None:
         self._use()
-        self.backend._block(self.backend.phases["check"].next(), lambda: self._lost("check"))
+        step = self.backend.phases["check"].next()
+        self.backend._block(step, lambda: self._lost("check"), self.cut)
 
     def reset(self, dirty: bool) -> bool:
         self._use()
-        self.backend._block(self.backend.phases["reset"].next(), lambda: self._lost("reset"))
+        step = self.backend.phases["reset"].next()
+        self.backend._block(step, lambda: self._lost("reset"), self.cut)
         self.dirty = False
         return True
 
@@ -343,6 +349,6 @@ class FakeSyncConn(_FakeConn):
         backend.closing += 1
         try:
             self._mark_closed()
-            backend._block(step, lambda: ConnectionLost("close failed (scripted)"))
+            backend._block(step, lambda: ConnectionLost("close failed (scripted)"), self.cut)
         finally:
             backend.closing -= 1

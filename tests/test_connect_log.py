@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from unipool import ConnectError
-from unipool._facades.common import ConnectLog
+from unipool._core.connect_log import ConnectLog
 
 
 def test_an_outage_logs_a_warning_a_minute_and_the_recovery(

@@ -94,25 +94,6 @@ async def test_clean_release_costs_no_round_trip(make_pool: PoolFactory, admin: 
         assert pool.stats().idle == 1
 
 
-async def test_borrowing_an_idle_connection_never_suspends(
-    make_pool: PoolFactory, mode: str
-) -> None:
-    """Acquiring an idle connection and giving it back clean run without a single await point."""
-    if mode == "sync":
-        pytest.skip("the blocking API has no await points")
-    async with make_pool(min_size=1, max_size=1, check=None) as pool:
-        await pool.fetchval("select 1")
-
-        async def borrow() -> None:
-            async with pool.pool.acquire() as conn:
-                assert conn is not None
-
-        steps = borrow()
-        with pytest.raises(StopIteration):  # it ran to the end in one step: never suspended
-            steps.send(None)
-        assert pool.stats().idle == 1
-
-
 async def test_killed_connection_is_never_handed_out(make_pool: PoolFactory, admin: Admin) -> None:
     async with make_pool(max_size=2, min_size=2) as pool:
         async with pool.acquire() as a, pool.acquire() as b:

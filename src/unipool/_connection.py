@@ -25,7 +25,7 @@ _RELEASED = "this connection was released to the pool; acquire a new one"
 class _Borrowed:
     """State shared by both faces of a borrowed connection."""
 
-    __slots__ = ("_depth", "_dirty", "_driver", "_error", "_face", "_slot")
+    __slots__ = ("_depth", "_dirty", "_driver", "_face", "_slot")
 
     _driver: Any
 
@@ -33,7 +33,6 @@ class _Borrowed:
         self._slot: Slot | None = slot
         self._driver = slot.conn
         self._face = face  # told if this object is collected while still borrowed
-        self._error: BaseException | None = None  # what ended the borrow, if it failed
         self._dirty = False
         self._depth = 0
 

@@ -39,8 +39,7 @@ class AcquireContext:
     ) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            conn._error = exc
-            self._pool.release(conn)
+            self._pool._release(conn, exc)
 
     async def __aenter__(self) -> AsyncConnection:
         self._async_conn = await self._pool.agetconn(self._timeout)
@@ -54,8 +53,7 @@ class AcquireContext:
     ) -> None:
         conn, self._async_conn = self._async_conn, None
         if conn is not None:
-            conn._error = exc
-            await self._pool.arelease(conn)
+            await self._pool._arelease(conn, exc)
 
     def __await__(self) -> Generator[Any, None, AsyncConnection]:
         return self._pool.agetconn(self._timeout).__await__()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -39,6 +39,8 @@ class PoolOptions:
     #: The DSN points at PgBouncer (or a pooler like it) in transaction or statement
     #: mode: no backend relies on server-side session state between transactions.
     pgbouncer: bool = False
+    #: Objects told of the pool's events (see ``unipool._listeners``).
+    listeners: tuple[Any, ...] = ()
 
     def with_changes(self, **changes: Any) -> PoolOptions:
         """A validated copy with ``changes`` applied."""
@@ -104,6 +106,15 @@ def build_options(**options: Any) -> PoolOptions:
     else:
         options["connect_kwargs"] = dict(kwargs)
     _check_pgbouncer(options)
+    listeners = options.get("listeners")
+    if listeners is None:
+        options.pop("listeners", None)
+    else:
+        if isinstance(listeners, (str, bytes)) or not isinstance(listeners, Iterable):
+            raise TypeError(
+                f"listeners must be a list of listener objects, not {type(listeners).__name__}"
+            )
+        options["listeners"] = tuple(listeners)
     label: Any = options.get("name")
     if label is None or label == "":
         options["name"] = f"pool-{next(_names)}"

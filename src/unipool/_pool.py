@@ -11,7 +11,6 @@ import asyncio
 import os
 import random
 import weakref
-from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, Literal
 
@@ -21,12 +20,13 @@ from anyio.abc import TaskGroup
 from ._connection import AsyncConnection, Connection
 from ._contexts import AcquireContext, PoolTransaction
 from ._core import CoreConfig, PoolCore
-from ._dsn import redact_dsn
+from ._dsn import parse_dsn, redact_dsn
 from ._errors import PoolClosed, UsageError
 from ._facades.async_ import AsyncFace
 from ._facades.blocking import BlockingFace
+from ._listeners import Listeners
 from ._options import PoolOptions
-from ._record import Record
+from ._shortcuts import Shortcuts
 from ._stats import PoolStats
 from .backends.base import Backend, ConnectParams
 
@@ -36,7 +36,7 @@ _get_running_loop = asyncio._get_running_loop
 _CLOSE_TIMEOUT = 5.0
 
 
-class Pool:
+class Pool(Shortcuts):
     """A PostgreSQL connection pool; see :func:`unipool.connect`."""
 
     def __init__(
@@ -52,6 +52,8 @@ class Pool:
         #: the option names the user passed; None: all (no backend defaults apply)
         self._given = given
         self._params = _connect_params(dsn, options, {})
+        self._config = self._core_config()
+        self._listeners = Listeners(self, options.listeners)
         self._mode: Mode | None = None
         self._loop: object = None
         self._face: BlockingFace | AsyncFace | None = None
@@ -77,9 +79,11 @@ class Pool:
         return self._options.name
 
     def __repr__(self) -> str:
-        core = self._core
         state = "closed" if self._closed else self._mode or "not open"
-        counts = f" size={core.size} idle={core.idle} waiting={core.waiting}" if core else ""
+        counts = ""
+        if self._face is not None:
+            s = self.stats()
+            counts = f" size={s.size} idle={s.idle} waiting={s.waiting}"
         return (
             f"<unipool.Pool {self.name!r} {self.backend} {state}{counts} "
             f"dsn={redact_dsn(self._dsn)!r}>"
@@ -87,9 +91,9 @@ class Pool:
 
     # -- binding -----------------------------------------------------------
 
-    def _new_core(self) -> PoolCore:
+    def _core_config(self) -> CoreConfig:
         o = self._options
-        config = CoreConfig(
+        return CoreConfig(
             min_size=o.min_size,
             max_size=o.max_size,
             max_waiting=o.max_waiting,
@@ -99,8 +103,13 @@ class Pool:
             check_after=self._check_after(),
             reconnect_timeout=o.reconnect_timeout,
             leak_timeout=o.leak_timeout,
+            name=o.name,
+            writable=_wants_writable(self._dsn),
+            reset_hook=o.reset is not None,
         )
-        self._core = PoolCore(config, random.Random())
+
+    def _new_core(self) -> PoolCore:
+        self._core = PoolCore(self._config, random.Random())
         return self._core
 
     def _check_after(self) -> float | None:
@@ -194,7 +203,9 @@ class Pool:
                 "blocking pool use inside a running event loop would block it: "
                 "use 'async with pool' and the a-prefixed methods"
             )
-        face = BlockingFace(self._new_core(), self._backend, self._params, self._options)
+        face = BlockingFace(
+            self._new_core(), self._backend, self._params, self._options, self._listeners
+        )
         self._face, self._mode = face, "sync"
         _open_pools.add(self)
         try:
@@ -256,7 +267,10 @@ class Pool:
             raise PoolClosed(f"pool {self.name!r} is closed; create a new one")
         mode, loop = self._current_loop()
         clock = loop.time if mode == "asyncio" else _trio_clock()  # type: ignore[attr-defined]
-        face = AsyncFace(self._new_core(), self._backend, self._params, self._options, mode, clock)
+        face = AsyncFace(
+            self._new_core(), self._backend, self._params, self._options, self._listeners,
+            runtime=mode, clock=clock,
+        )  # fmt: skip
         self._face, self._mode, self._loop = face, mode, loop
         _open_pools.add(self)
         try:
@@ -329,56 +343,66 @@ class Pool:
             raise TypeError(f"max_size must be an int, not {type(max_size).__name__}")
         if max_size < 1:
             raise ValueError(f"max_size must be at least 1, not {max_size}")
-        self._options = self._options.with_changes(
-            max_size=max_size, min_size=min(self._options.min_size, max_size)
-        )
-        face = self._face
-        if isinstance(face, BlockingFace):
-            face._call(face.core.resize, max_size)
-        elif isinstance(face, AsyncFace):
-            face.core.resize(max_size, face._now())
-            face._nudge.set()
+        if self._face is not None:
+            self._face.resize(max_size)
+        else:
+            self._config.max_size = max_size
+            self._config.min_size = min(self._config.min_size, max_size)
 
     def set_connect_args(self, dsn: str | None = None, **connect_kwargs: Any) -> None:
         """Use ``dsn`` and ``connect_kwargs`` for connections opened from now on."""
         if dsn is not None:
             self._dsn = dsn
         self._params = _connect_params(self._dsn, self._options, connect_kwargs)
+        writable = _wants_writable(self._dsn)
         if self._face is not None:
-            self._face.params = self._params
+            self._face.set_params(self._params, writable)
+        else:
+            self._config.writable = writable
+
+    def add_listener(self, listener: Any) -> None:
+        """Deliver the pool's events to ``listener`` (see docs/observability.md).
+
+        Raises:
+            TypeError: it has no ``on_<event>`` method, or one of them is async.
+        """
+        self._listeners.add(listener)
+        if self._face is not None:
+            self._face.observe()
+
+    def remove_listener(self, listener: Any) -> None:
+        """Stop delivering events to ``listener``.
+
+        Raises:
+            ValueError: it is not a listener of this pool.
+        """
+        self._listeners.remove(listener)
+        if self._face is not None:
+            self._face.observe()
 
     def stats(self) -> PoolStats:
         """A snapshot of the pool's gauges and counters."""
-        core = self._core
-        o = self._options
-        if core is None:
-            return PoolStats(o.name, o.min_size, o.max_size, closing=self._closed)
-        c = core.counters
-        return PoolStats(
-            name=o.name, min_size=core.config.min_size, max_size=core.config.max_size,
-            size=core.size, idle=core.idle, in_use=core.in_use, waiting=core.waiting,
-            closing=core.closing or self._closed, acquires=c.acquires,
-            acquire_timeouts=c.acquire_timeouts, wait_time_total=c.wait_time_total,
-            wait_time_max=c.wait_time_max, connects=c.connects, connect_errors=c.connect_errors,
-            connections_lost=c.connections_lost, connections_closed=c.connections_closed,
-            overdue=c.overdue, recycled=dict(c.recycled),
-        )  # fmt: skip
+        face = self._face
+        if face is None:
+            c = self._config
+            return PoolStats(c.name, c.min_size, c.max_size, closing=self._closed)
+        return face.stats(self._closed)
 
     def get_size(self) -> int:
         """Connections open or being opened."""
-        return self._core.size if self._core else 0
+        return self.stats().size
 
     def get_idle_size(self) -> int:
         """Connections ready to hand out."""
-        return self._core.idle if self._core else 0
+        return self.stats().idle
 
     def get_min_size(self) -> int:
-        """The ``min_size`` option."""
-        return self._core.config.min_size if self._core else self._options.min_size
+        """The ``min_size`` option (lowered by a :meth:`resize` below it)."""
+        return self._config.min_size
 
     def get_max_size(self) -> int:
-        """The ``max_size`` option."""
-        return self._core.config.max_size if self._core else self._options.max_size
+        """The ``max_size`` option, or what :meth:`resize` made it."""
+        return self._config.max_size
 
     def is_closing(self) -> bool:
         """Whether ``close()`` (or ``terminate()``) was called."""
@@ -413,58 +437,26 @@ class Pool:
         """Give back a connection from :meth:`getconn`."""
         self._sync().release(conn)
 
+    def _release(self, conn: Connection, error: BaseException | None) -> None:
+        """Give back ``conn``, whose borrow ended with ``error`` (if it failed)."""
+        self._sync().release(conn, error)
+
     def _with_conn(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run a connection method on a pooled connection, then give it back."""
         face = self._sync()
         conn = face.getconn(self._options.acquire_timeout)
+        error: BaseException | None = None
         try:
             return getattr(conn, method)(*args, **kwargs)
         except BaseException as exc:
-            conn._error = exc
+            error = exc
             raise
         finally:
-            face.release(conn)
-
-    def execute(self, sql: str, *args: Any) -> str:
-        """Run ``sql`` on a pooled connection; the command tag."""
-        return self._with_conn("execute", sql, *args)  # type: ignore[no-any-return]
-
-    def executemany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> None:
-        """Run ``sql`` once per parameter tuple on a pooled connection."""
-        self._with_conn("executemany", sql, args_seq)
-
-    def fetch(self, sql: str, *args: Any) -> list[Record]:
-        """All rows of ``sql``, run on a pooled connection."""
-        return self._with_conn("fetch", sql, *args)  # type: ignore[no-any-return]
-
-    def fetchrow(self, sql: str, *args: Any) -> Record | None:
-        """The first row of ``sql``, run on a pooled connection."""
-        return self._with_conn("fetchrow", sql, *args)  # type: ignore[no-any-return]
-
-    def fetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
-        """One value of the first row of ``sql``, run on a pooled connection."""
-        return self._with_conn("fetchval", sql, *args, column=column)
-
-    def fetchmany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> list[list[Record]]:
-        """Run ``sql`` once per parameter tuple on a pooled connection; the rows of each run."""
-        return self._with_conn("fetchmany", sql, args_seq)  # type: ignore[no-any-return]
-
-    def copy_records_to_table(self, table_name: str, **kwargs: Any) -> str:
-        """:meth:`Connection.copy_records_to_table` on a pooled connection."""
-        return self._with_conn("copy_records_to_table", table_name, **kwargs)  # type: ignore[no-any-return]
-
-    def copy_to_table(self, table_name: str, **kwargs: Any) -> str:
-        """:meth:`Connection.copy_to_table` on a pooled connection."""
-        return self._with_conn("copy_to_table", table_name, **kwargs)  # type: ignore[no-any-return]
-
-    def copy_from_table(self, table_name: str, **kwargs: Any) -> str:
-        """:meth:`Connection.copy_from_table` on a pooled connection."""
-        return self._with_conn("copy_from_table", table_name, **kwargs)  # type: ignore[no-any-return]
+            face.release(conn, error)
 
     def expire_connections(self) -> None:
         """Replace every connection: idle ones now, borrowed ones when they come back."""
-        face = self._sync()
-        face._call(face.core.expire)
+        self._sync().expire()
 
     # -- async API ---------------------------------------------------------
 
@@ -494,58 +486,26 @@ class Pool:
         """Give back a connection from :meth:`agetconn` or ``await pool.acquire()``."""
         await self._async().release(conn)
 
+    async def _arelease(self, conn: AsyncConnection, error: BaseException | None) -> None:
+        """Give back ``conn``, whose borrow ended with ``error`` (if it failed)."""
+        await self._async().release(conn, error)
+
     async def _awith_conn(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run a connection method on a pooled connection, then give it back."""
         face = await self._aface()
         conn = await face.getconn(self._options.acquire_timeout)
+        error: BaseException | None = None
         try:
             return await getattr(conn, method)(*args, **kwargs)
         except BaseException as exc:
-            conn._error = exc
+            error = exc
             raise
         finally:
-            await face.release(conn)
-
-    async def aexecute(self, sql: str, *args: Any) -> str:
-        """Run ``sql`` on a pooled connection; the command tag."""
-        return await self._awith_conn("execute", sql, *args)  # type: ignore[no-any-return]
-
-    async def aexecutemany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> None:
-        """Run ``sql`` once per parameter tuple on a pooled connection."""
-        await self._awith_conn("executemany", sql, args_seq)
-
-    async def afetch(self, sql: str, *args: Any) -> list[Record]:
-        """All rows of ``sql``, run on a pooled connection."""
-        return await self._awith_conn("fetch", sql, *args)  # type: ignore[no-any-return]
-
-    async def afetchrow(self, sql: str, *args: Any) -> Record | None:
-        """The first row of ``sql``, run on a pooled connection."""
-        return await self._awith_conn("fetchrow", sql, *args)  # type: ignore[no-any-return]
-
-    async def afetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
-        """One value of the first row of ``sql``, run on a pooled connection."""
-        return await self._awith_conn("fetchval", sql, *args, column=column)
-
-    async def afetchmany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> list[list[Record]]:
-        """Run ``sql`` once per parameter tuple on a pooled connection; the rows of each run."""
-        return await self._awith_conn("fetchmany", sql, args_seq)  # type: ignore[no-any-return]
-
-    async def acopy_records_to_table(self, table_name: str, **kwargs: Any) -> str:
-        """:meth:`AsyncConnection.copy_records_to_table` on a pooled connection."""
-        return await self._awith_conn("copy_records_to_table", table_name, **kwargs)  # type: ignore[no-any-return]
-
-    async def acopy_to_table(self, table_name: str, **kwargs: Any) -> str:
-        """:meth:`AsyncConnection.copy_to_table` on a pooled connection."""
-        return await self._awith_conn("copy_to_table", table_name, **kwargs)  # type: ignore[no-any-return]
-
-    async def acopy_from_table(self, table_name: str, **kwargs: Any) -> str:
-        """:meth:`AsyncConnection.copy_from_table` on a pooled connection."""
-        return await self._awith_conn("copy_from_table", table_name, **kwargs)  # type: ignore[no-any-return]
+            await face.release(conn, error)
 
     async def aexpire_connections(self) -> None:
         """Replace every connection: idle ones now, borrowed ones when they come back."""
-        face = await self._aface()
-        await face._close_slots(face._apply(face.core.expire))
+        await (await self._aface()).expire()
 
 
 def _forget_inherited_connections() -> None:
@@ -576,8 +536,6 @@ if hasattr(os, "register_at_fork"):
 
 
 def _connect_params(dsn: str | None, options: PoolOptions, extra: dict[str, Any]) -> ConnectParams:
-    from ._dsn import parse_dsn
-
     secrets: tuple[str, ...] = ()
     try:
         password = parse_dsn(dsn).password
@@ -596,6 +554,15 @@ def _connect_params(dsn: str | None, options: PoolOptions, extra: dict[str, Any]
         factory=options.connect,
         pgbouncer=options.pgbouncer,
     )
+
+
+def _wants_writable(dsn: str | None) -> bool:
+    """Whether the DSN asks for a server that takes writes (``target_session_attrs``)."""
+    try:
+        attrs = parse_dsn(dsn).params.get("target_session_attrs")
+    except ValueError:
+        return False
+    return attrs in ("read-write", "primary")
 
 
 def _trio_clock() -> Any:

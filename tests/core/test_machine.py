@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from unipool import ConnectError, PoolClosed, TooManyWaiters
+from unipool import ConnectError, PoolClosed, PoolTimeout, TooManyWaiters
 from unipool._core import (
     CHECKING,
     CLOSING,
@@ -32,6 +32,7 @@ from unipool._core import (
     Action,
     Close,
     CoreConfig,
+    Notify,
     Open,
     Overdue,
     PoolCore,
@@ -68,6 +69,7 @@ class Harness:
         self.close_reasons: list[str] = []  # every Close action's reason, in order
         self.woken: list[Waiter] = []  # every Wake action's waiter, in order
         self.overdue: list[Overdue] = []  # every Overdue action, in order
+        self.events: list[tuple[Any, ...]] = []  # every Notify: (event, *args), in order
         self.history: list[Action] = []
         self.last: list[Action] = []  # the actions of the last step
 
@@ -89,6 +91,8 @@ class Harness:
             elif isinstance(action, Overdue):
                 assert action.slot.state in (IN_USE, CHECKING)
                 self.overdue.append(action)
+            elif isinstance(action, Notify):
+                self.events.append((action.event, *action.args))
             else:
                 assert isinstance(action, Wake)
                 assert action.waiter.done
@@ -650,7 +654,7 @@ def test_health_check_after_idle() -> None:
     got = h.at(3.0).acquire()
     assert got is slot and slot.state is CHECKING
     h.check_done(slot, False)
-    assert h.last == [Close(slot, "broken")]
+    assert h.last == [Close(slot, "lost")]
     c = h.core.counters
     assert (c.connections_lost, c.recycled["broken"], c.acquires) == (1, 1, 2)
     # The requester asks again; it waits for a new connection (one open, size 2 <= max).
@@ -669,7 +673,7 @@ def test_fresh_connection_failing_its_check_backs_off() -> None:
     slot = h.accept(w)
     assert slot.state is CHECKING and slot.queries == 0
     h.check_done(slot, False)
-    assert h.last == [Close(slot, "broken")], "no new open at once"
+    assert h.last == [Close(slot, "lost")], "no new open at once"
     w = h.wait()  # the requester asks again
     assert h.last == []
     retry_at = h.core.next_deadline()
@@ -1070,11 +1074,13 @@ def test_terminate_closes_everything() -> None:
     h.release(granted)
     assert w1.slot is granted and granted.state is GRANTED
 
-    h.core.terminate(h.now)
+    cut = h.core.terminate(h.now)
     h.step()
     assert h.core.closing
-    assert h.last[0] == Wake(w2)
-    assert set(h.last[1:]) == {Close(in_use, ""), Close(checking, ""), Close(granted, "")}
+    assert h.last == [Wake(w2)]  # no Close action: the face cuts what terminate() returns
+    assert set(cut) == {in_use, checking, granted}
+    assert all(s.state is CLOSING for s in cut)
+    h.closes.extend(cut)
     assert isinstance(w1.error, PoolClosed) and w1.slot is None
     with pytest.raises(PoolClosed):
         h.accept(w1)
@@ -1424,9 +1430,11 @@ def test_a_connection_lost_before_use_is_not_an_acquire() -> None:
     h.fill()
     slot = h.get()
     assert h.core.counters.acquires == 1
-    h.core.lost_before_use(slot, h.now)  # the face's local check found it dead
+    check = h.core.check_for(slot, False, h.now, h.now + 1.0, 1.0)  # found dead locally
+    assert check is not None
+    h.core.check_done(check, False, h.now)
     h.step()
-    assert h.close_reasons == ["broken"]
+    assert h.close_reasons == ["lost"]
     c = h.core.counters
     assert (c.acquires, c.connections_lost, c.recycled["broken"]) == (0, 1, 1)
 
@@ -1434,6 +1442,11 @@ def test_a_connection_lost_before_use_is_not_an_acquire() -> None:
 def test_an_acquire_that_ran_out_of_time_checking_counts_as_a_timeout() -> None:
     h = Harness(min_size=1, max_size=1)
     h.fill()
-    h.core.timed_out(h.now)
+    slot = h.get()
+    check = h.core.check_for(slot, False, h.now, h.now + 1.0, 1.0)
+    assert check is not None
+    with pytest.raises(PoolTimeout, match="within 1 s") as caught:
+        h.core.check_done(check, False, h.now + 1.0)
     h.step()
-    assert h.core.counters.acquire_timeouts == 1 and h.last == []
+    assert h.core.counters.acquire_timeouts == 1 and h.close_reasons == ["lost"]
+    assert caught.value.__cause__ is None  # no connection error to blame

@@ -125,8 +125,9 @@ class PoolMachine(RuleBasedStateMachine):
                 if slot in self.borrowed:  # terminate() took it from its borrower
                     self.borrowed.remove(slot)
                     self.stale.append(slot)
-                if action.reason in self.recycled:
-                    self.recycled[action.reason] += 1
+                reason = "broken" if action.reason == "lost" else action.reason
+                if reason in self.recycled:
+                    self.recycled[reason] += 1
                 self.closes.append(slot)
             else:
                 assert isinstance(action, Wake)
@@ -335,8 +336,16 @@ class PoolMachine(RuleBasedStateMachine):
 
     @rule()
     def terminate(self) -> None:
-        self.core.terminate(self.now)
+        cut = self.core.terminate(self.now)
         self.collect()
+        for slot in cut:  # to be cut now: closes the face makes at once
+            assert slot.state is CLOSING
+            if slot in self.borrowed:  # taken from its borrower
+                self.borrowed.remove(slot)
+                self.stale.append(slot)
+            if slot not in self.closes:
+                self.closes.append(slot)
+        assert set(self.closes) == set(cut), "a closing slot left uncut"
         assert self.core.closing and not self.borrowed
         assert all(w.slot is None for w in self.woken)
 

@@ -12,7 +12,7 @@ import unipool
 from tests._modes import open_pool, until
 from tests.faults.conftest import via
 from tests.faults.proxy import FaultProxy
-from unipool._facades import async_, common
+from unipool._core import policy
 
 SLACK = 0.5
 
@@ -20,8 +20,8 @@ SLACK = 0.5
 @pytest.fixture
 def short_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
     """Checks, resets and closes given 0.5 s instead of 5 s."""
-    monkeypatch.setattr(common, "CHECK_TIMEOUT", 0.5)
-    monkeypatch.setattr(common, "CLOSE_TIMEOUT", 0.5)
+    monkeypatch.setattr(policy, "CHECK_TIMEOUT", 0.5)
+    monkeypatch.setattr(policy, "CLOSE_TIMEOUT", 0.5)
 
 
 async def test_checks_on_a_frozen_network_end_with_the_acquire(
@@ -29,9 +29,9 @@ async def test_checks_on_a_frozen_network_end_with_the_acquire(
 ) -> None:
     """Two idle connections, both frozen: the watchdog's cut ends the check (5 s at most)
     when the acquire's own 1 s are up, with the async modes' backstop (the cancel scope,
-    ``_CUT_GRACE`` later) moved out of reach; no second check starts; the pool refills
+    ``CUT_GRACE`` later) moved out of reach; no second check starts; the pool refills
     after the thaw."""
-    monkeypatch.setattr(async_, "_CUT_GRACE", 10.0)
+    monkeypatch.setattr(policy, "CUT_GRACE", 10.0)
     options: dict[str, Any] = {"min_size": 2, "max_size": 2, "check": 0.05, "connect_timeout": 1}
     async with open_pool(mode, via(proxy, dsn), backend, **options) as pool:
         assert await pool.fetchval("select 1") == 1

@@ -1,6 +1,7 @@
 """The sans-I/O pool core: no clock, no locks, no threads, no event loop."""
 
-from .machine import (
+from .machine import PoolCore
+from .slots import (
     CHECKING,
     CLOSING,
     GRANTED,
@@ -9,12 +10,14 @@ from .machine import (
     OPENING,
     RECYCLE_CAUSES,
     Action,
+    Check,
     Close,
     CoreConfig,
     Counters,
+    Notify,
     Open,
     Overdue,
-    PoolCore,
+    Reset,
     Slot,
     SlotState,
     Waiter,
@@ -30,12 +33,15 @@ __all__ = [
     "OPENING",
     "RECYCLE_CAUSES",
     "Action",
+    "Check",
     "Close",
     "CoreConfig",
     "Counters",
+    "Notify",
     "Open",
     "Overdue",
     "PoolCore",
+    "Reset",
     "Slot",
     "SlotState",
     "Waiter",

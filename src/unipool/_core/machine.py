@@ -6,7 +6,7 @@ Theory of operation
 The core owns *slots* and *waiters*. A slot is one place in the pool, holding
 at most one connection; a waiter is one ``acquire()`` that could not be served
 at once. The core never touches a connection, a clock, a lock or an event
-loop: a facade (blocking or async) feeds it events with the current time and
+loop: a face (blocking or async) feeds it events with the current time and
 carries out what it decides.
 
 Slot states (exactly one at a time)::
@@ -23,7 +23,7 @@ every instant (a ``resize()`` down lets borrowed slots finish first; no slot is
 opened while the pool is over its size).
 
 Rule 2: a slot has exactly one owner: the idle stack, one waiter (GRANTED),
-one borrower (CHECKING, IN_USE), or the facade doing its I/O (OPENING,
+one borrower (CHECKING, IN_USE), or the face doing its I/O (OPENING,
 CLOSING).
 
 Rule 3: waiters are served strictly first come, first served. A slot that
@@ -51,34 +51,41 @@ it) or one may start (at most every ``OUTAGE_PROBE``, whatever the backoff: the
 request starts one and waits for it). An attempt that fails fails every
 waiter; the first success ends the outage.
 
-The facade reads decisions from :attr:`PoolCore.actions` after each event:
-``Open(slot)``, ``Close(slot)``, ``Wake(waiter)`` and ``Overdue(slot)`` (a
-borrow held past ``leak_timeout``, reported once). Time-driven work runs in
-:meth:`PoolCore.tick`; :meth:`PoolCore.next_deadline` tells when it is due.
+Rule 7: what a hand-out and a give-back need is decided here too: a
+:class:`Check` (which probe, how long) when a connection must be verified, a
+:class:`Reset` (full or not, how long) when a session may have changed, and
+each :class:`Close` says whether the connection gets a goodbye. Listeners'
+events (:class:`Notify`) are produced here, once, when the pool is observed.
+
+The face reads decisions from :attr:`PoolCore.actions` after each event.
+Time-driven work runs in :meth:`PoolCore.tick`; :meth:`PoolCore.next_tick`
+tells when it is due.
 """
 
 from __future__ import annotations
 
-import enum
 import math
-import random
-from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
-from .._errors import ConnectError, PoolClosed, TooManyWaiters
-from .policy import Backoff, expiry
-
-RECYCLE_CAUSES = (
-    "max_queries",
-    "max_lifetime",
-    "max_idle",
-    "broken",
-    "expired",
-    "abandoned",
-    "read_only",
+from .._errors import ConnectError, PoolClosed, PoolTimeout, TooManyWaiters
+from . import policy
+from .connect_log import logger
+from .policy import expiry, interrupted, is_permanent, retire_cause
+from .slots import (
+    CHECKING,
+    CLOSING,
+    GRANTED,
+    IDLE,
+    IN_USE,
+    OPENING,
+    Check,
+    Close,
+    Overdue,
+    Reset,
+    Slot,
+    Waiter,
+    Wake,
 )
+from .state import CoreState
 
 
 def _again(error: ConnectError) -> ConnectError:
@@ -90,195 +97,15 @@ def _again(error: ConnectError) -> ConnectError:
     return again
 
 
-class SlotState(enum.Enum):
-    """Where a slot stands; see the module docstring."""
-
-    OPENING = "opening"
-    IDLE = "idle"
-    GRANTED = "granted"
-    CHECKING = "checking"
-    IN_USE = "in_use"
-    CLOSING = "closing"
-
-
-OPENING = SlotState.OPENING
-IDLE = SlotState.IDLE
-GRANTED = SlotState.GRANTED
-CHECKING = SlotState.CHECKING
-IN_USE = SlotState.IN_USE
-CLOSING = SlotState.CLOSING
-
-
-@dataclass(eq=False, slots=True)
-class Slot:
-    """One place in the pool; ``conn`` is the facade's connection object."""
-
-    id: int
-    state: SlotState = OPENING
-    generation: int = 0
-    created_at: float = 0.0
-    expires_at: float = math.inf
-    idle_since: float = 0.0
-    queries: int = 0
-    conn: Any = None
-    owner: Waiter | None = None
-    lent_at: float = 0.0
-    lent_by: Any = None  # the facade's note of who borrowed it (for leak reports)
-    overdue: bool = False
-    close_reason: str = ""  # why it is CLOSING (a recycle cause, or "" for a pool close)
-
-    def __repr__(self) -> str:
-        return f"<Slot {self.id} {self.state.value}>"
-
-
-@dataclass(eq=False, slots=True)
-class Waiter:
-    """One queued ``acquire()``.
-
-    ``token`` belongs to the facade (its wake-up primitive). The outcome is
-    either ``slot`` (granted) or ``error`` (failed); ``done`` is set once the
-    waiter has left the queue for any reason.
-    """
-
-    enqueued_at: float
-    token: Any = None
-    slot: Slot | None = None
-    error: BaseException | None = None
-    done: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Open:
-    """Open a connection for ``slot``; report ``connected`` or ``connect_failed``."""
-
-    slot: Slot
-
-
-@dataclass(frozen=True, slots=True)
-class Close:
-    """Close ``slot``'s connection; report ``closed``."""
-
-    slot: Slot
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Wake:
-    """Wake ``waiter``: it was granted a slot or failed."""
-
-    waiter: Waiter
-
-
-@dataclass(frozen=True, slots=True)
-class Overdue:
-    """``slot`` has been borrowed for longer than ``leak_timeout``: report it (once)."""
-
-    slot: Slot
-    held_for: float
-
-
-Action = Open | Close | Wake | Overdue
-
-
-@dataclass
-class CoreConfig:
-    """The options the core's decisions depend on (times in seconds)."""
-
-    min_size: int = 1
-    max_size: int = 10
-    max_waiting: int = 0
-    max_queries: int = 0
-    max_lifetime: float | None = 3600.0
-    max_idle: float | None = 600.0
-    check_after: float | None = 1.0
-    reconnect_timeout: float | None = 300.0
-    leak_timeout: float | None = None
-
-
-@dataclass
-class Counters:
-    """Cumulative counters since the pool opened."""
-
-    acquires: int = 0
-    acquire_timeouts: int = 0
-    wait_time_total: float = 0.0
-    wait_time_max: float = 0.0
-    connects: int = 0
-    connect_errors: int = 0
-    connections_lost: int = 0
-    connections_closed: int = 0
-    overdue: int = 0
-    recycled: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RECYCLE_CAUSES, 0))
-
-
-class PoolCore:
+class PoolCore(CoreState):
     """The sans-I/O pool: see the module docstring for the rules it keeps."""
-
-    def __init__(self, config: CoreConfig, rng: random.Random | None = None) -> None:
-        self.config = config
-        self.rng = rng if rng is not None else random.Random()
-        self.counters = Counters()
-        self.actions: list[Action] = []
-        self.slots: dict[int, Slot] = {}
-        self.closing = False
-        self.last_connect_error: BaseException | None = None
-        self._idle: list[Slot] = []  # a stack: the warmest connection is reused first
-        self._waiters: deque[Waiter] = deque()
-        self._live_waiters = 0
-        self._opening = 0
-        self._next_id = 0
-        self._generation = 0
-        self._suspect_before = -math.inf
-        self._backoff = Backoff(self.rng)
-        self._ticked_at = -math.inf
-
-    # -- observation -------------------------------------------------------
-
-    @property
-    def size(self) -> int:
-        """Slots counted against ``max_size`` (opening ones included)."""
-        return len(self.slots)
-
-    @property
-    def idle(self) -> int:
-        """Connections ready to hand out."""
-        return len(self._idle)
-
-    @property
-    def waiting(self) -> int:
-        """Waiters still queued."""
-        return self._live_waiters
-
-    @property
-    def opening(self) -> int:
-        """Connections being opened."""
-        return self._opening
-
-    @property
-    def in_use(self) -> int:
-        """Slots lent out: granted, being checked or in use."""
-        return sum(1 for s in self.slots.values() if s.state in (GRANTED, CHECKING, IN_USE))
-
-    def filled(self) -> bool:
-        """Whether ``min_size`` connections are open (idle or lent out)."""
-        return self.idle + self.in_use >= self.config.min_size
-
-    def first_waiter(self) -> Waiter | None:
-        """The oldest live waiter, if any."""
-        return self._waiters[0] if self._waiters else None
-
-    def take_actions(self) -> list[Action]:
-        """Hand the pending decisions to the facade, oldest first."""
-        actions, self.actions = self.actions, []
-        return actions
 
     # -- acquiring ---------------------------------------------------------
 
     def acquire(self, now: float) -> Slot | Waiter:
         """Serve a new request: a slot (IN_USE, or CHECKING) or a queued waiter.
 
-        A CHECKING slot must be checked by the requester, which then reports
-        :meth:`check_done`.
+        The requester then asks :meth:`check_for` whether the slot needs a check.
 
         Raises:
             PoolClosed: the pool is closing.
@@ -299,8 +126,9 @@ class PoolCore:
         if self._live_waiters == 0:
             slot = self._pop_idle(now)
             if slot is not None:
+                slot.asked_at = now
                 if slot.state is IN_USE:
-                    self.counters.acquires += 1
+                    self._count_acquire(slot, now)
                 return slot
         cap = self.config.max_waiting
         if cap and self._live_waiters >= cap:
@@ -324,19 +152,25 @@ class PoolCore:
         slot.owner = None
         slot.state = CHECKING if self._needs_check(slot, now) else IN_USE
         slot.lent_at = now
+        slot.asked_at = waiter.enqueued_at
         slot.overdue = False
         waited = now - waiter.enqueued_at
         c = self.counters
-        if slot.state is IN_USE:
-            c.acquires += 1
         c.wait_time_total += waited
         c.wait_time_max = max(c.wait_time_max, waited)
+        if slot.state is IN_USE:
+            self._count_acquire(slot, now)
         return slot
+
+    def _count_acquire(self, slot: Slot, now: float) -> None:
+        self.counters.acquires += 1
+        if self.observed:
+            self._emit("acquire", now - slot.asked_at)
 
     def cancel(self, waiter: Waiter, now: float, *, timed_out: bool = False) -> None:
         """A waiter gives up; a slot it was granted meanwhile is passed on."""
         if timed_out:
-            self.counters.acquire_timeouts += 1
+            self._count_timeout()
         if not waiter.done:
             waiter.done = True
             self._live_waiters -= 1
@@ -351,27 +185,73 @@ class PoolCore:
             slot.owner = None
             self._make_available(slot, now)
 
-    def check_done(self, slot: Slot, ok: bool, now: float) -> None:
-        """The requester checked a CHECKING slot: ``ok`` makes it IN_USE.
+    def time_out(self, waiter: Waiter, timeout: float, now: float) -> PoolTimeout:
+        """A waiter of a ``timeout`` seconds' request ran out of time: it leaves (a slot
+        granted meanwhile is passed on); the error to raise."""
+        self.cancel(waiter, now, timed_out=True)
+        return self.timeout_error(timeout)
 
-        A failed check closes the slot and marks older connections suspect;
-        the requester should then ask again with ``acquire(now)``. A slot
-        opened moments ago (within ``check_after``) that never ran a query
-        fails like a connect: new opens back off.
+    def _count_timeout(self) -> None:
+        self.counters.acquire_timeouts += 1
+        if self.observed:
+            self._emit("timeout")
+
+    def check_for(
+        self, slot: Slot, alive: bool, now: float, deadline: float, wait: float
+    ) -> Check | None:
+        """The check a slot just handed out needs before its borrower gets it, if any:
+        one the core asked for (CHECKING), or one because the face's local look found
+        the connection dead (``alive`` False). Within the request's ``deadline`` (of a
+        ``wait`` seconds' request), but never under ``LAST_CHANCE`` seconds.
+
+        Reads only the borrower's own slot: no lock needed.
         """
-        assert slot.state is CHECKING
+        if alive and slot.state is IN_USE:
+            return None
+        timeout = min(policy.CHECK_TIMEOUT, max(deadline - now, policy.LAST_CHANCE))
+        if self.config.writable:
+            return Check(slot, timeout, policy.READ_ONLY_PROBE, policy.WRITABLE, deadline, wait)
+        return Check(slot, timeout, None, None, deadline, wait)
+
+    def check_done(self, check: Check | Slot, ok: bool, now: float) -> None:
+        """The requester checked a slot: ``ok`` hands it out.
+
+        A failed check closes the slot as lost and marks older connections
+        suspect; the requester should then ask again with :meth:`acquire`. A
+        slot opened moments ago (within ``check_after``) that never ran a query
+        fails like a connect: new opens back off.
+
+        Raises:
+            PoolTimeout: the check failed after the request's deadline: no other
+                check is started.
+        """
+        slot = check if isinstance(check, Slot) else check.slot
+        counted = slot.state is IN_USE  # counted at hand-out; the face found it dead
+        assert counted or slot.state is CHECKING
         if ok:
-            slot.state = IN_USE
-            self.counters.acquires += 1
+            if not counted:
+                slot.state = IN_USE
+                self._count_acquire(slot, now)
             return
-        self._suspect_before = now
-        if slot.queries == 0 and now - slot.created_at <= (self.config.check_after or 0.0):
-            # opened moments ago and unusable at once: as good as a failed connect (rule 4);
-            # one that had worked and died while idle says nothing about connecting now
-            self._backoff.failed(now)
-        self._close(slot, "broken", now)
+        if counted:
+            self.counters.acquires -= 1
+        else:
+            self._suspect_before = now
+            if slot.queries == 0 and now - slot.created_at <= (self.config.check_after or 0.0):
+                # opened moments ago and unusable at once: as good as a failed connect (rule
+                # 4); one that had worked and died while idle says nothing about connecting
+                self._backoff.failed(now)
         self.counters.connections_lost += 1
+        self._close(slot, "lost", now)
         self._grow(now)
+        if isinstance(check, Check) and now >= check.deadline:
+            self._count_timeout()
+            raise self.timeout_error(check.wait)
+
+    def check_abandoned(self, check: Check, now: float) -> None:
+        """A check was interrupted (not the connection's fault): its connection is
+        dropped, its state being unknown."""
+        self.release(check.slot, now, reusable=False, cause="broken")
 
     def _pop_idle(self, now: float) -> Slot | None:
         while self._idle:
@@ -395,47 +275,50 @@ class PoolCore:
 
     # -- releasing ---------------------------------------------------------
 
-    def retire_reason(self, slot: Slot, now: float) -> str | None:
-        """Why ``slot`` must be replaced rather than reused, or ``None``."""
-        if slot.generation != self._generation:
-            return "expired"
-        if now >= slot.expires_at:
-            return "max_lifetime"
-        cap = self.config.max_queries
-        if cap and slot.queries >= cap:
-            return "max_queries"
-        return None
+    def give_back(
+        self, slot: Slot, now: float, *, error: BaseException | None, dirty: bool, clean: bool
+    ) -> Reset | None:
+        """A borrower gives ``slot`` back; the borrow ended with ``error`` (if it failed),
+        ``dirty`` if a statement may have changed the session, and the driver says its
+        session is ``clean`` (no transaction open).
 
-    def release(self, slot: Slot, now: float, *, reusable: bool, cause: str = "broken") -> None:
-        """A borrower gives ``slot`` back, after its reset if it was reusable.
-
-        ``reusable=False`` closes the connection; ``cause`` is counted in
-        ``recycled`` (``broken`` also counts as a lost connection;
-        ``read_only``, a write refused by a server that should take writes,
-        means it was demoted, so every older connection becomes suspect).
+        Returns the :class:`Reset` to run before the slot can be reused (report
+        :meth:`reset_done`), or None: the slot was reused or retired at once.
         """
         if slot.state is not IN_USE and slot.state is not CHECKING:
-            return  # terminated meanwhile: its close is already under way
-        if not reusable:
-            if cause == "broken":
-                self.counters.connections_lost += 1
-            elif cause == "read_only":
-                self._suspect_before = now
-            self._close(slot, cause, now)
-            self._grow(now)
-            return
+            return None  # terminated meanwhile: its close is already under way
+        if self.observed:
+            self._emit("release", now - slot.lent_at)
+        cause = retire_cause(error, self.config.writable) or self.retire_reason(slot, now)
+        if cause is not None:
+            self.release(slot, now, reusable=False, cause=cause)
+            return None
+        full = dirty or interrupted(error)
+        if full or not clean or self.config.reset_hook:
+            return Reset(slot, full, policy.CLOSE_TIMEOUT)
         self._make_available(slot, now)
+        return None
 
-    def timed_out(self, now: float) -> None:
-        """An acquire ran out of time checking connections, without waiting in the queue:
-        counted like a waiter's timeout."""
-        self.counters.acquire_timeouts += 1
+    def reset_done(self, reset: Reset, ok: bool, now: float) -> None:
+        """The reset of a given-back slot ended: ``ok``, it is reused, else replaced."""
+        self.release(reset.slot, now, reusable=ok, cause="broken")
 
-    def lost_before_use(self, slot: Slot, now: float) -> None:
-        """A connection just handed out (IN_USE) was found dead before its borrower got it:
-        it is closed as broken, and the hand-out does not count as an acquire."""
-        self.counters.acquires -= 1
-        self.release(slot, now, reusable=False, cause="broken")
+    def release(self, slot: Slot, now: float, *, reusable: bool, cause: str = "broken") -> None:
+        """``slot`` comes back, reusable or not (then ``cause`` says why: counted in
+        ``recycled``; ``broken`` and ``lost`` also count as a lost connection;
+        ``read_only``, a write refused by a server that should take writes, means it
+        was demoted, so every older connection becomes suspect)."""
+        if slot.state is not IN_USE and slot.state is not CHECKING:
+            return  # terminated meanwhile: its close is already under way
+        if reusable:
+            self._make_available(slot, now)
+            return
+        if cause == "broken" or cause == "lost":
+            self.counters.connections_lost += 1
+        elif cause == "read_only":
+            self._suspect_before = now
+        self._close(slot, cause, now)
+        self._grow(now)
 
     def _make_available(self, slot: Slot, now: float) -> None:
         """Give ``slot`` to the oldest live waiter, else put it on the idle stack.
@@ -467,29 +350,48 @@ class PoolCore:
         self._opening -= 1
         self.counters.connects += 1
         self._backoff.succeeded()
+        self._log.succeeded(now)
         self.last_connect_error = None
         slot.created_at = now
         slot.expires_at = expiry(now, self.config.max_lifetime, self.rng)
         slot.generation = self._generation
+        if self.observed:
+            self._emit("connect", now - slot.opened_at)
         self._make_available(slot, now)
         self._grow(now)
+        if self._fill_waiters and self.filled():
+            self._wake_fill_waiters(None)
 
     def connect_failed(
         self, slot: Slot, error: BaseException, now: float, *, fatal: bool = False
     ) -> None:
         """Opening failed: free the slot and back off.
 
-        ``fatal`` (bad password, missing database, ...) also fails every
-        waiter at once with ``error``: waiting longer cannot help them.
+        A permanent error (bad password, missing database, TLS; or ``fatal``)
+        also fails every waiter at once: waiting longer cannot help them.
         """
+        self._log.failed(error, now)
+        self._failed(slot, error, now)
+        fatal = fatal or is_permanent(error)
+        if fatal or (isinstance(error, ConnectError) and self._down(now)):
+            self._fail_waiters(error)
+        if fatal:
+            self._wake_fill_waiters(error)
+
+    def init_failed(self, slot: Slot, error: BaseException, now: float) -> None:
+        """The ``init`` hook failed on a new connection (which the face dropped)."""
+        logger.warning("pool %r: init hook failed: %s", self.config.name, error)
+        self._failed(slot, error, now)
+
+    def _failed(self, slot: Slot, error: BaseException, now: float) -> None:
         assert slot.state is OPENING
         self._opening -= 1
         del self.slots[slot.id]
         self.counters.connect_errors += 1
         self.last_connect_error = error
         self._backoff.failed(now)
-        if fatal or (isinstance(error, ConnectError) and self._down(now)):
-            self._fail_waiters(error)
+        if self.observed:
+            self._emit("connect_error", error)
 
     def connect_abandoned(self, slot: Slot, now: float) -> None:
         """Opening was interrupted (not the server's fault): free the slot."""
@@ -503,60 +405,49 @@ class PoolCore:
         if self.slots.pop(slot.id, None) is None:
             return
         self.counters.connections_closed += 1
+        if self.observed:
+            self._emit("close_connection", slot.close_reason or "closed")
         self._grow(now)
 
-    def _close(self, slot: Slot, reason: str, now: float) -> None:
-        if reason in self.counters.recycled:
-            self.counters.recycled[reason] += 1
-        slot.state = CLOSING
-        slot.owner = None
-        slot.close_reason = reason
-        self.actions.append(Close(slot, reason))
+    # -- opening the pool --------------------------------------------------
 
-    def _open(self) -> None:
-        slot = Slot(self._next_id)
-        self._next_id += 1
-        self.slots[slot.id] = slot
-        assert self.size <= self.config.max_size, "opened past max_size"
-        self._opening += 1
-        self.actions.append(Open(slot))
+    def open(self, now: float) -> None:
+        """Start filling the pool up to ``min_size``."""
+        self._grow(now)
 
-    def _grow(self, now: float) -> None:
-        """Ask for the connections that sizing calls for (rule 4)."""
-        if self.closing:
-            return
-        cfg = self.config
-        room = cfg.max_size - self.size
-        if room <= 0:
-            return
-        backoff = self._backoff
-        if not backoff.may_retry(now) and not (
-            self._live_waiters and backoff.may_probe(now) and self._down(now)
-        ):
-            return
-        wanted = 0
-        if not self._backoff.gave_up(now, cfg.reconnect_timeout):
-            wanted = cfg.min_size - self.size
-        if self._live_waiters > self._opening and self._opening == 0:
-            wanted = max(wanted, 1)
-        if self._backoff.failures:
-            wanted = min(wanted, 1 - self._opening)  # probe one at a time while failing
-        for _ in range(min(wanted, room)):
-            self._open()
+    def wait_filled(self, now: float) -> Waiter | None:
+        """For ``open(wait=True)``: None if ``min_size`` connections are open, else a
+        waiter woken once they are, or with the error that ends the wait (a permanent
+        connect error, the pool closing). See :meth:`fill_result`.
 
-    def _down(self, now: float) -> bool:
-        """Whether the server is taken to be down (rule 6)."""
-        return self._backoff.outage(now) and all(
-            s.state is OPENING or s.state is CLOSING for s in self.slots.values()
-        )
+        Raises:
+            ConnectError: the last attempt failed for good.
+        """
+        error = self.last_connect_error
+        if error is not None and is_permanent(error):
+            raise error
+        if self.filled():
+            return None
+        waiter = Waiter(now)
+        self._fill_waiters.append(waiter)
+        return waiter
 
-    def _fail_waiters(self, error: BaseException) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
+    def fill_result(self, waiter: Waiter, timeout: float, now: float) -> BaseException | None:
+        """What ends an ``open(wait=True)`` of ``timeout`` seconds whose ``waiter`` was
+        woken, or timed out if it was not: None (filled), or the error to raise."""
+        if not waiter.done:
+            self._fill_waiters.remove(waiter)
+            if self.filled():
+                return None
+            return self.last_connect_error or self.timeout_error(timeout)
+        return waiter.error
+
+    def _wake_fill_waiters(self, error: BaseException | None) -> None:
+        waiters, self._fill_waiters = self._fill_waiters, []
+        for waiter in waiters:
             waiter.done = True
             waiter.error = error
             self.actions.append(Wake(waiter))
-        self._live_waiters = 0
 
     # -- time and administration -------------------------------------------
 
@@ -586,9 +477,6 @@ class PoolCore:
                     self.counters.overdue += 1
                     self.actions.append(Overdue(slot, now - slot.lent_at))
 
-    def _lent(self) -> Iterator[Slot]:
-        return (s for s in self.slots.values() if s.state is IN_USE or s.state is CHECKING)
-
     def next_deadline(self) -> float:
         """When :meth:`tick` next has work to do (``math.inf`` if never)."""
         cfg = self.config
@@ -599,7 +487,7 @@ class PoolCore:
         if (
             backoff.failures
             and backoff.retry_at > self._ticked_at
-            and (self._live_waiters or self.size < cfg.min_size)
+            and (self._live_waiters or self._fill_waiters or self.size < cfg.min_size)
         ):
             deadline = backoff.retry_at
         surplus = self.size - self._closing_count() - cfg.min_size
@@ -613,9 +501,10 @@ class PoolCore:
                     deadline = min(deadline, slot.lent_at + cfg.leak_timeout)
         return deadline
 
-    def open(self, now: float) -> None:
-        """Start filling the pool up to ``min_size``."""
-        self._grow(now)
+    def next_tick(self, now: float) -> float:
+        """When a face should run :meth:`tick` next: the next deadline, but no later than
+        ``TICK_MAX`` from ``now``."""
+        return min(self.next_deadline(), now + policy.TICK_MAX)
 
     def close(self, now: float) -> None:
         """Refuse new requests, fail waiters and close idle connections.
@@ -626,13 +515,17 @@ class PoolCore:
         if self.closing:
             return
         self.closing = True
-        self._fail_waiters(PoolClosed("the pool is closed"))
+        closed = PoolClosed("the pool is closed")
+        self._fail_waiters(closed)
+        self._wake_fill_waiters(closed)
         idle, self._idle = self._idle, []
         for slot in idle:
             self._close(slot, "", now)
 
-    def terminate(self, now: float) -> None:
-        """Close every connection now, borrowed ones included."""
+    def terminate(self, now: float) -> list[Slot]:
+        """Close every connection now, borrowed ones included: the slots whose
+        connections the face must cut (closes under way included), each then
+        reported :meth:`closed`."""
         self.close(now)
         for slot in list(self.slots.values()):
             if slot.state in (GRANTED, CHECKING, IN_USE):
@@ -640,6 +533,8 @@ class PoolCore:
                     slot.owner.slot = None
                     slot.owner.error = PoolClosed("the pool is closed")
                 self._close(slot, "", now)
+        self.actions = [a for a in self.actions if a.__class__ is not Close]
+        return [slot for slot in self.slots.values() if slot.state is CLOSING]
 
     def expire(self, now: float) -> None:
         """Replace every connection: idle ones now, borrowed ones on release."""
@@ -653,36 +548,3 @@ class PoolCore:
         while self._idle and self.size - self._closing_count() > max_size:
             self._close(self._idle.pop(0), "", now)
         self._grow(now)
-
-    def _closing_count(self) -> int:
-        return sum(1 for s in self.slots.values() if s.state is CLOSING)
-
-    def _over_size(self) -> bool:
-        max_size = self.config.max_size
-        return self.size > max_size and self.size - self._closing_count() > max_size
-
-    # -- checking ----------------------------------------------------------
-
-    def iter_slots(self) -> Iterator[Slot]:
-        """Every slot, in no particular order."""
-        return iter(list(self.slots.values()))
-
-    def invariants(self) -> None:
-        """Assert the rules of the module docstring (for tests)."""
-        states = [s.state for s in self.slots.values()]
-        assert states.count(OPENING) == self._opening  # max_size is asserted in _open()
-        assert all(s.state is IDLE for s in self._idle)
-        assert len({id(s) for s in self._idle}) == len(self._idle)
-        assert states.count(IDLE) == len(self._idle)
-        assert all(s.id in self.slots for s in self._idle)
-        live = [w for w in self._waiters if not w.done]
-        assert len(live) == len(self._waiters) == self._live_waiters
-        assert not (live and self._idle), "a waiter waits while a connection idles"
-        for slot in self.slots.values():
-            if slot.state is GRANTED:
-                assert slot.owner is not None and slot.owner.slot is slot
-                assert slot.owner.done
-            else:
-                assert slot.owner is None
-        for waiter in live:
-            assert waiter.slot is None and waiter.error is None

@@ -1,4 +1,5 @@
-"""Pure rules of the pool: lifetime jitter and reconnect backoff.
+"""Pure rules of the pool: bounds, lifetime jitter, reconnect backoff, and what an
+error says about a connection.
 
 Nothing here reads a clock or a global random generator: time comes in as
 ``now`` and randomness from an injected :class:`random.Random`.
@@ -9,6 +10,26 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
+
+from .._errors import ConnectError, ConnectionLost, ReadOnlySQLTransaction
+
+#: Seconds a health check (ping) may take before the connection is cut.
+CHECK_TIMEOUT = 5.0
+#: Seconds a check may still take when the acquire's deadline has passed.
+LAST_CHANCE = 0.05
+#: Seconds a reset or a polite close may take before the connection is cut.
+CLOSE_TIMEOUT = 5.0
+#: Seconds a cut connection gets to fail its call before an async face cancels the call.
+CUT_GRACE = 0.25
+#: Close reasons for which a connection is dropped without a goodbye: its state is
+#: unknown, and a server that stopped answering would only make the close wait.
+NO_GOODBYE = frozenset({"broken", "lost", "abandoned"})
+#: The longest a face sleeps between two ticks, whatever the core's next deadline.
+TICK_MAX = 1.0
+#: Run instead of a plain ping when the pool must reach a server that takes writes,
+#: and the answer that says it does.
+READ_ONLY_PROBE = "SHOW transaction_read_only"
+WRITABLE = "off"
 
 #: A connection's lifetime is shortened by up to this fraction, so that
 #: connections opened together do not all expire together.
@@ -90,3 +111,28 @@ class Backoff:
         if self.failing_since is None or reconnect_timeout is None:
             return False
         return now - self.failing_since >= reconnect_timeout
+
+
+def interrupted(error: BaseException | None) -> bool:
+    """Whether a borrow ended by cancellation (or an interrupt): a call may have been cut
+    short, and the driver's own view of the session may lag behind the server's (asyncpg
+    resyncs after a cancel), so only a full reset can tell whether it is clean."""
+    return error is not None and not isinstance(error, Exception)
+
+
+def retire_cause(error: BaseException | None, writable: bool) -> str | None:
+    """Why a borrow that ended with ``error`` must not be reused, if the error says so:
+    ``"read_only"`` for a write refused by a server that should take writes (it was
+    demoted), ``"lost"`` for a connection found dead."""
+    if error is None:
+        return None
+    if isinstance(error, ConnectionLost):
+        return "lost"
+    if writable and isinstance(error, ReadOnlySQLTransaction):
+        return "read_only"
+    return None
+
+
+def is_permanent(error: BaseException) -> bool:
+    """Whether a connect error cannot be cured by waiting (bad password, no database, TLS)."""
+    return isinstance(error, ConnectError) and error.permanent

@@ -1,11 +1,12 @@
-"""The async face: anyio, so asyncio and trio alike.
+"""The async face: carries out the core's decisions with anyio (asyncio or trio).
 
 Everything runs on the pool's event loop, so the core needs no lock. Waiters
-park on the loop's own cheapest primitive (``parking.py``). Background work (opening connections,
-housekeeping) runs in the task group given to the pool (``async with pool:``
-or ``aopen(task_group=...)``); without one, there are no free-floating tasks:
-connections are opened by the waiters that need them, on the pool's behalf,
-and timed work runs on acquire and release.
+park on the loop's own cheapest primitive (``parking.py``). Background work
+(opening connections, housekeeping) runs in the task group given to the pool
+(``async with pool:`` or ``aopen(task_group=...)``); without one, there are no
+free-floating tasks: connections are opened by the waiters that need them, on
+the pool's behalf, and timed work runs on acquire and release. Every acquire
+is a checkpoint (DESIGN §11); a give-back completes even when cancelled.
 """
 
 from __future__ import annotations
@@ -19,57 +20,40 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._connection import AsyncConnection
-from .._core import CHECKING, CLOSING, IN_USE, Close, Open, Overdue, PoolCore, Slot, Waiter, Wake
-from .._core.machine import Action
-from .._errors import Error
-from .._options import PoolOptions
-from ..backends.base import POOL_CALL, AsyncConn, Backend, ConnectParams, Runtime
-from . import common
-from .common import (
-    READ_ONLY_PROBE,
-    ConnectLog,
-    borrow_site,
-    interrupted,
-    is_fatal,
-    logger,
-    pool_timeout,
-    release_cause,
-    report_abandoned,
-    report_overdue,
-    wants_writable,
+from .._core import (
+    CHECKING,
+    IN_USE,
+    Check,
+    Close,
+    Open,
+    Reset,
+    Slot,
+    Waiter,
+    Wake,
+    policy,
 )
+from .._core.slots import Action
+from .._errors import Error
+from ..backends.base import POOL_CALL, AsyncConn, Runtime
+from .base import Face, terminate
 from .parking import parking_for
+from .reports import logger, report_abandoned
 from .watchdog import WATCHDOG
 
-_HOUSEKEEPING_MAX_SLEEP = 1.0
-#: Seconds a cut connection gets to fail its call before the call is cancelled.
-_CUT_GRACE = 0.25
 
-
-class AsyncFace:
+class AsyncFace(Face):
     """Carries out the core's decisions on one event loop."""
 
-    def __init__(
-        self,
-        core: PoolCore,
-        backend: Backend,
-        params: ConnectParams,
-        options: PoolOptions,
-        runtime: Runtime,
-        clock: Callable[[], float],
-    ) -> None:
-        self.core = core
-        self.backend = backend
-        self.params = params
-        self.options = options
+    def __init__(self, *args: Any, runtime: Runtime, clock: Callable[[], float]) -> None:
+        super().__init__(*args)
         self.runtime = runtime
         self._now = clock
+        self._before_take, self._after_take = _checkpoints(runtime)
         self._parking = parking_for(runtime)
-        self._connect_log = ConnectLog(options.name)
         self._call_soon = _call_soon_threadsafe(runtime)
-        self._abandoned: deque[Slot] = deque()
         self._tg: TaskGroup | None = None
-        self._pending: deque[Slot] = deque()
+        self._pending: deque[Slot] = deque()  # opens waiting for a task (no task group)
+        self._filling: Waiter | None = None
         self._next_tick = -math.inf
         self._nudge = anyio.Event()
         self._drained = anyio.Event()
@@ -82,25 +66,37 @@ class AsyncFace:
         self._tg = task_group
         if task_group is not None:
             await task_group.start(self._housekeep)
-        self._apply(self.core.open)
-        if wait:
-            await self._wait_min_size(timeout)
-
-    async def _wait_min_size(self, timeout: float) -> None:
         core = self.core
-        with anyio.move_on_after(timeout):
-            while not core.filled():
-                error = core.last_connect_error
-                if error is not None and is_fatal(error):
-                    raise error
-                if self._pending:
-                    await self._open_slot(self._pending.popleft())
-                else:
-                    await anyio.sleep(0.002)
-            return
-        if core.last_connect_error is not None:
-            raise core.last_connect_error
-        raise pool_timeout(core, self.options.name, timeout)
+        now = self._now()
+        core.open(now)
+        waiter = core.wait_filled(now) if wait else None
+        if waiter is not None:
+            waiter.token = self._parking.token()
+        self._dispatch(core.take_actions())
+        if waiter is not None:
+            await self._wait_filled(waiter, timeout, now + timeout)
+
+    async def _wait_filled(self, waiter: Waiter, timeout: float, deadline: float) -> None:
+        core = self.core
+        self._filling = waiter
+        try:
+            while not waiter.done and self._now() < deadline:
+                if self._pending:  # no task group: open them on the pool's behalf
+                    with anyio.CancelScope(deadline=deadline):
+                        await self._open_slot(self._pending.popleft())
+                    continue
+                due = deadline if self._tg is not None else min(deadline, self._next_tick)
+                await self._parking.park(waiter.token, due)
+                if not waiter.done:
+                    waiter.token = self._parking.token()
+                if self._tg is None and self._now() >= self._next_tick:
+                    await self._tick()
+        finally:
+            self._filling = None
+        error = core.fill_result(waiter, timeout, self._now())
+        self._dispatch(core.take_actions())
+        if error is not None:
+            raise error
 
     async def close(self, timeout: float) -> None:
         """Refuse new requests, let borrowers finish up to ``timeout``, then terminate."""
@@ -109,35 +105,27 @@ class AsyncFace:
         with anyio.CancelScope(shield=True):
             with anyio.move_on_at(deadline):
                 await self._close_slots(closes, deadline)
-                self._check_drained()
                 await self._drained.wait()
             if self.core.size:
                 self.terminate()
-                with anyio.move_on_after(1.0):
-                    await self._drained.wait()
-        self._stop_housekeeper()
+        self._stop()
 
     def terminate(self) -> None:
         """Close every connection now (without waiting for the server)."""
         core = self.core
-        core.terminate(self._now())
-        for action in core.take_actions():
-            if action.__class__ is Wake:
-                self._parking.wake(action.waiter.token)
-        for slot in list(core.slots.values()):
-            if slot.state is CLOSING:  # including closes under way elsewhere: cut them short
-                driver: AsyncConn | None = slot.conn
-                if driver is not None:
-                    try:
-                        driver.terminate()
-                    except Exception as exc:  # its event loop has ended, say: dropped all the same
-                        logger.debug("error terminating a connection: %s", exc)
-                core.closed(slot, self._now())
-        self._pending.clear()
+        now = self._now()
+        cut = core.terminate(now)
+        for slot in cut:
+            core.closed(slot, now)
+        while self._pending:  # opens nobody will make now
+            core.connect_abandoned(self._pending.popleft(), now)
+        self._dispatch(core.take_actions())
+        for slot in cut:
+            terminate(slot.conn)
         self._check_drained()
-        self._stop_housekeeper()
+        self._stop()
 
-    def _stop_housekeeper(self) -> None:
+    def _stop(self) -> None:
         if self._housekeeper is not None:
             self._housekeeper.cancel()
         self._parking.close()
@@ -145,6 +133,17 @@ class AsyncFace:
     def _check_drained(self) -> None:
         if self.core.closing and not self.core.size:
             self._drained.set()
+
+    # -- administration ------------------------------------------------------
+
+    def resize(self, max_size: int) -> None:
+        """Change ``max_size``; surplus idle connections close at the next tick."""
+        self.core.resize(max_size, self._now())
+        self._nudge.set()
+
+    async def expire(self) -> None:
+        """Replace every connection: idle ones now, borrowed ones when they come back."""
+        await self._close_slots(self._apply(self.core.expire))
 
     # -- acquiring and releasing ---------------------------------------------
 
@@ -157,6 +156,7 @@ class AsyncFace:
             PoolClosed: the pool is closed.
             TooManyWaiters: the queue is full.
         """
+        await self._before_take()  # cancelled: raises before taking anything
         core = self.core
         now = self._now()
         deadline = now + timeout
@@ -170,24 +170,22 @@ class AsyncFace:
                 await self._run(core.take_actions())
             if got.__class__ is Slot:
                 slot: Slot = got
+                if self._after_take is not None:
+                    await self._after_take()  # a yield that cannot lose the slot
             else:
-                slot = await self._wait(got, deadline, timeout)  # type: ignore[arg-type]
-            needs_check = slot.state is CHECKING or not slot.conn.alive()
-            if needs_check and not await self._check(slot, deadline):
+                slot = await self._wait(got, timeout, deadline)  # type: ignore[arg-type]
+            check = core.check_for(slot, slot.conn.alive(), self._now(), deadline, timeout)
+            if check is not None and not await self._check(check):
                 now = self._now()
-                if now >= deadline:  # the check used the time up: do not start another
-                    core.timed_out(now)
-                    raise pool_timeout(core, self.options.name, timeout)
                 continue
-            if self.options.leak_timeout is not None:
-                slot.lent_by = borrow_site()
+            self._lend(slot)
             conn = AsyncConnection(slot, self)
             setup = self.options.setup
             if setup is not None:
                 await self._run_hook(setup, conn)
             return conn
 
-    async def _wait(self, waiter: Waiter, deadline: float, timeout: float) -> Slot:
+    async def _wait(self, waiter: Waiter, timeout: float, deadline: float) -> Slot:
         core = self.core
         parking = self._parking
         try:
@@ -197,8 +195,7 @@ class AsyncFace:
                 if waiter.done:
                     return core.accept(waiter, self._now())
                 if self._now() >= deadline:
-                    core.cancel(waiter, self._now(), timed_out=True)
-                    raise pool_timeout(core, self.options.name, timeout)
+                    raise core.time_out(waiter, timeout, self._now())
                 waiter.token = parking.token()
                 if self._pending:  # no task group: open a connection on the pool's behalf
                     with anyio.CancelScope(deadline=deadline):
@@ -211,87 +208,77 @@ class AsyncFace:
             if self._pending:  # pass the pending work on to the next waiter
                 self._wake_first_waiter()
 
-    async def _check(self, slot: Slot, deadline: float) -> bool:
-        """Ping a slot before handing it out, by ``deadline`` at the latest; False if it
-        had to be dropped."""
-        driver: AsyncConn = slot.conn
-        allowed = min(common.CHECK_TIMEOUT, max(deadline - self._now(), common.LAST_CHANCE))
+    async def _check(self, check: Check) -> bool:
+        """Run the check the core asked for; report it (it raises PoolTimeout when the
+        request's time is up); whether the slot may be handed out."""
+        driver: AsyncConn = check.slot.conn
+        core = self.core
         ok = False
         try:
             # The watchdog cuts the connection when the check overruns, so that the check
             # fails as on a lost connection, with no cancel request to a server that does
             # not answer; the cancel scope is the backstop for a driver that would not notice.
             with (
-                WATCHDOG.guard(driver, allowed),
-                anyio.move_on_after(allowed + _CUT_GRACE),
+                WATCHDOG.guard(driver, check.timeout, self.options.name),
+                anyio.move_on_after(check.timeout + policy.CUT_GRACE),
             ):
                 pool_call = POOL_CALL.set(True)  # interrupted, it drops the connection
                 try:
-                    if wants_writable(self.params.dsn):
-                        ok = bool(await driver.fetchval(READ_ONLY_PROBE, (), 0) == "off")
-                    else:
+                    if check.sql is None:
                         await driver.ping()
                         ok = True
+                    else:
+                        ok = await driver.fetchval(check.sql, (), 0) == check.expect
                 finally:
                     POOL_CALL.reset(pool_call)
         except Error:
             ok = False
         except BaseException:
-            await self._release_slot(slot, reusable=False, cause="broken")
+            core.check_abandoned(check, self._now())
+            await self._run(core.take_actions())
             raise
-        if slot.state is CHECKING:
-            self.core.check_done(slot, ok, self._now())
-            await self._run(self.core.take_actions())
-        elif not ok:
-            self.core.lost_before_use(slot, self._now())
-            await self._run(self.core.take_actions())
+        try:
+            core.check_done(check, ok, self._now())
+        finally:
+            await self._run(core.take_actions())
         return ok
 
-    async def release(self, conn: AsyncConnection) -> None:
-        """Give ``conn`` back: reset it, or replace it if it cannot be reused."""
+    async def release(self, conn: AsyncConnection, error: BaseException | None = None) -> None:
+        """Give ``conn`` back (its borrow ended with ``error``, if it failed): reset it
+        if the core says so, or replace it. Completes even when cancelled."""
         slot = conn._detach()
         driver: AsyncConn = slot.conn
         core = self.core
         now = self._now()
-        if conn._error is not None:
-            if cause := release_cause(conn._error, self.params.dsn):
-                await self._release_slot(slot, reusable=False, cause=cause)
-                return
-            if interrupted(conn._error):
-                conn._dirty = True
-        if not conn._dirty and self.options.reset is None and driver.is_clean():
-            cause = core.retire_reason(slot, now)
-            core.release(slot, now, reusable=cause is None, cause=cause or "")
-            if core.actions and (closes := self._dispatch(core.take_actions())):
-                await self._close_slots(closes)
-            if now >= self._next_tick and self._tg is None:
-                await self._tick()
-            return
-        with anyio.CancelScope(shield=True):
-            retired = core.retire_reason(slot, now)
-            cause = retired or "broken"
-            reusable = False
-            try:
-                if retired is None:
-                    with (  # bounded as a check is: cut when late, the scope as a backstop
-                        WATCHDOG.guard(driver, common.CLOSE_TIMEOUT),
-                        anyio.move_on_after(common.CLOSE_TIMEOUT + _CUT_GRACE),
-                    ):
-                        reusable = await self._reset(driver, conn)
-            finally:  # whatever the reset raised, the place is given back
-                await self._release_slot(slot, reusable=reusable, cause=cause)
+        reset = core.give_back(slot, now, error=error, dirty=conn._dirty, clean=driver.is_clean())
+        if core.actions and (closes := self._dispatch(core.take_actions())):
+            await self._close_slots(closes)
+        if reset is not None:
+            await self._reset(reset)
+        if now >= self._next_tick and self._tg is None:
+            await self._tick()
 
-    async def _reset(self, driver: AsyncConn, conn: AsyncConnection) -> bool:
-        try:
-            if not (driver.alive() and await driver.reset(conn._dirty)):
-                return False
-            reset = self.options.reset
-            if reset is not None:
-                await reset(conn)
-        except Error as exc:
-            logger.debug("reset failed, discarding the connection: %s", exc)
-            return False
-        return True
+    async def _reset(self, reset: Reset) -> None:
+        """Run the reset the core asked for, shielded and bounded as a check is (cut when
+        late, the cancel scope as a backstop); report it whatever happens."""
+        driver: AsyncConn = reset.slot.conn
+        ok = False
+        with anyio.CancelScope(shield=True):
+            try:
+                with (
+                    WATCHDOG.guard(driver, reset.timeout, self.options.name),
+                    anyio.move_on_after(reset.timeout + policy.CUT_GRACE),
+                ):
+                    ok = driver.alive() and await driver.reset(reset.full)
+                    hook = self.options.reset
+                    if ok and hook is not None:
+                        await _run_on(reset.slot, hook)
+            except Error as exc:
+                logger.debug("reset failed, discarding the connection: %s", exc)
+                ok = False
+            finally:  # whatever the reset raised, the place is given back
+                self.core.reset_done(reset, ok, self._now())
+                await self._run(self.core.take_actions())
 
     def abandoned(self, slot: Slot) -> None:
         """A borrowed connection was garbage-collected: any thread, any moment; reap it soon."""
@@ -309,24 +296,17 @@ class AsyncFace:
             if slot.state is not IN_USE and slot.state is not CHECKING:
                 continue  # the pool was terminated meanwhile
             report_abandoned(self.options.name)
-            try:
-                slot.conn.terminate()
-            except Exception as exc:  # it is being dropped either way
-                logger.debug("error terminating a connection: %s", exc)
+            terminate(slot.conn)
             core.release(slot, self._now(), reusable=False, cause="abandoned")
-            for closing in self._dispatch(core.take_actions()):  # only this slot
-                core.closed(closing, self._now())
+            for close in self._dispatch(core.take_actions()):  # only this slot
+                core.closed(close.slot, self._now())
                 self._dispatch(core.take_actions())
         self._check_drained()
 
-    async def _release_slot(self, slot: Slot, *, reusable: bool, cause: str) -> None:
-        self.core.release(slot, self._now(), reusable=reusable, cause=cause)
-        await self._run(self.core.take_actions())
-
     # -- carrying out decisions ----------------------------------------------
 
-    def _apply(self, method: Callable[..., Any], *args: Any) -> list[Slot]:
-        """Feed one event to the core; start what it decided; the slots to close."""
+    def _apply(self, method: Callable[..., Any], *args: Any) -> list[Close]:
+        """Feed one event to the core; start what it decided; the closes to make."""
         method(*args, self._now())
         return self._dispatch(self.core.take_actions())
 
@@ -335,18 +315,18 @@ class AsyncFace:
         if closes:
             await self._close_slots(closes)
 
-    def _dispatch(self, actions: list[Action]) -> list[Slot]:
-        closes: list[Slot] = []
+    def _dispatch(self, actions: list[Action]) -> list[Close]:
+        closes: list[Close] = []
         for action in actions:
-            if action.__class__ is Wake:
-                self._parking.wake(action.waiter.token)
-            elif action.__class__ is Open:
-                self._spawn_open(action.slot)
-            elif action.__class__ is Overdue:
-                report_overdue(self.options.name, action)
+            kind = action.__class__
+            if kind is Wake:
+                self._parking.wake(action.waiter.token)  # type: ignore[union-attr]
+            elif kind is Open:
+                self._spawn_open(action.slot)  # type: ignore[union-attr]
+            elif kind is Close:
+                closes.append(action)  # type: ignore[arg-type]
             else:
-                assert isinstance(action, Close)
-                closes.append(action.slot)
+                self._report(action)  # type: ignore[arg-type]
         return closes
 
     def _spawn_open(self, slot: Slot) -> None:
@@ -357,72 +337,68 @@ class AsyncFace:
         self._wake_first_waiter()
 
     def _wake_first_waiter(self) -> None:
-        waiter = self.core.first_waiter()
+        waiter = self.core.first_waiter() or self._filling
         if waiter is not None and waiter.token is not None:
             self._parking.wake(waiter.token)
 
     async def _open_slot(self, slot: Slot) -> None:
         """Open the connection of ``slot`` and report the outcome to the core."""
+        core = self.core
         try:
             driver = await self.backend.connect_async(self.params, self.runtime)
         except Error as exc:
-            self._connect_log.failed(exc, self._now())
-            await self._settle(self.core.connect_failed, slot, exc, fatal=is_fatal(exc))
+            await self._settle(core.connect_failed, slot, exc)
             return
         except BaseException:
-            await self._settle(self.core.connect_abandoned, slot)
+            await self._settle(core.connect_abandoned, slot)
             raise
         slot.conn = driver
         init = self.options.init
         if init is not None:
-            conn = AsyncConnection(slot)
             try:
-                await init(conn)
+                await _run_on(slot, init)
             except Exception as exc:
                 driver.terminate()
-                logger.warning("pool %r: init hook failed: %s", self.options.name, exc)
-                await self._settle(self.core.connect_failed, slot, exc)
+                await self._settle(core.init_failed, slot, exc)
                 return
             except BaseException:  # interrupted: not the server's fault
                 driver.terminate()
-                await self._settle(self.core.connect_abandoned, slot)
+                await self._settle(core.connect_abandoned, slot)
                 raise
-            conn._detach()
-        self._connect_log.succeeded(self._now())
-        await self._settle(self.core.connected, slot)
+        await self._settle(core.connected, slot)
 
-    async def _settle(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        method(*args, self._now(), **kwargs)
+    async def _settle(self, method: Callable[..., Any], *args: Any) -> None:
+        method(*args, self._now())
         self._nudge.set()
         with anyio.CancelScope(shield=True):
             await self._run(self.core.take_actions())
         self._check_drained()
 
-    async def _close_slots(self, slots: list[Slot], deadline: float = math.inf) -> None:
-        """Close the connections of ``slots``, together; each is cut short after
-        ``CLOSE_TIMEOUT`` or at ``deadline``, whichever comes first."""
+    async def _close_slots(self, closes: list[Close], deadline: float = math.inf) -> None:
+        """Make ``closes``, together; each polite close is cut short after its timeout or
+        at ``deadline``, whichever comes first."""
         with anyio.CancelScope(shield=True):
-            if len(slots) == 1:
-                await self._close_slot(slots[0], deadline)
-            elif slots:
+            if len(closes) == 1:
+                await self._close_slot(closes[0], deadline)
+            elif closes:
                 async with anyio.create_task_group() as tg:
-                    for slot in slots:
-                        tg.start_soon(self._close_slot, slot, deadline)
+                    for close in closes:
+                        tg.start_soon(self._close_slot, close, deadline)
         self._check_drained()
 
-    async def _close_slot(self, slot: Slot, deadline: float) -> None:
-        driver: AsyncConn | None = slot.conn
-        if driver is not None and slot.close_reason in common.NO_GOODBYE:
-            driver.terminate()
+    async def _close_slot(self, close: Close, deadline: float) -> None:
+        driver: AsyncConn | None = close.slot.conn
+        if driver is not None and not close.goodbye:
+            terminate(driver)
         elif driver is not None:
-            with anyio.move_on_at(min(deadline, self._now() + common.CLOSE_TIMEOUT)) as scope:
+            with anyio.move_on_at(min(deadline, self._now() + close.timeout)) as scope:
                 try:
                     await driver.close()
                 except Exception as exc:
                     logger.debug("error closing a connection: %s", exc)
             if scope.cancelled_caught:
-                driver.terminate()
-        self.core.closed(slot, self._now())
+                terminate(driver)
+        self.core.closed(close.slot, self._now())
         self._dispatch(self.core.take_actions())
 
     async def _run_hook(
@@ -430,14 +406,14 @@ class AsyncFace:
     ) -> None:
         try:
             await hook(conn)
-        except BaseException:
-            await self.release(conn)
+        except BaseException as exc:
+            await self.release(conn, exc)
             raise
 
     async def _tick(self) -> None:
         now = self._now()
         self.core.tick(now)
-        self._next_tick = min(self.core.next_deadline(), now + _HOUSEKEEPING_MAX_SLEEP)
+        self._next_tick = self.core.next_tick(now)
         if self.core.actions:
             await self._run(self.core.take_actions())
 
@@ -450,6 +426,33 @@ class AsyncFace:
                 with anyio.CancelScope(deadline=self._next_tick):
                     await self._nudge.wait()
                 self._nudge = anyio.Event()
+
+
+async def _run_on(slot: Slot, hook: Callable[[AsyncConnection], Awaitable[Any]]) -> None:
+    """Run a pool hook (``init``, ``reset``) on a connection the pool holds itself."""
+    conn = AsyncConnection(slot)
+    try:
+        await hook(conn)
+    finally:
+        conn._detach()
+
+
+def _checkpoints(
+    runtime: str,
+) -> tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]] | None]:
+    """What an acquire awaits before it takes a slot (raises if cancelled), and after it
+    took one without waiting (a yield that cannot be cancelled), so that it is a
+    checkpoint (DESIGN §11) that keeps arrival order: on asyncio, whose ready queue is
+    first in first out, one plain yield before; on trio, which runs the tasks of one batch
+    in random order, trio's own pattern for a fair lock."""
+    if runtime == "asyncio":
+        import asyncio
+
+        return (lambda: asyncio.sleep(0)), None
+    import trio
+
+    low = trio.lowlevel
+    return low.checkpoint_if_cancelled, low.cancel_shielded_checkpoint
 
 
 def _call_soon_threadsafe(runtime: str) -> Callable[[Callable[[], None]], object]:

@@ -1,9 +1,10 @@
-"""The blocking face: threads, one lock around every core call.
+"""The blocking face: carries out the core's decisions with threads.
 
-Waiters park on a pre-acquired ``threading.Lock`` (the cheapest wake-up the
-standard library has); connections are opened by short-lived daemon threads,
-so a requester never connects itself; a housekeeping thread runs the core's
-timed work.
+One lock around every core call; the decisions it returns are carried out
+after the lock is released. Waiters park on a pre-acquired ``threading.Lock``
+(the cheapest wake-up the standard library has); connections are opened by
+short-lived daemon threads, so a requester never connects itself; a
+housekeeping thread runs the core's timed work.
 """
 
 from __future__ import annotations
@@ -11,78 +12,55 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from .._connection import Connection
-from .._core import CHECKING, CLOSING, Close, Open, Overdue, PoolCore, Slot, Waiter, Wake
-from .._core.machine import Action
-from .._errors import Error, PoolTimeout
-from .._options import PoolOptions
-from ..backends.base import Backend, ConnectParams, SyncConn
-from . import common
-from .common import (
-    READ_ONLY_PROBE,
-    ConnectLog,
-    borrow_site,
-    interrupted,
-    is_fatal,
-    logger,
-    pool_timeout,
-    release_cause,
-    report_abandoned,
-    report_overdue,
-    wants_writable,
-)
+from .._core import Check, Close, Open, Slot, Waiter, Wake
+from .._core.slots import Action
+from .._errors import Error
+from ..backends.base import SyncConn
+from .base import Face, terminate
+from .reports import logger, report_abandoned
 from .watchdog import WATCHDOG
 
 _monotonic = time.monotonic
-_HOUSEKEEPING_MAX_SLEEP = 1.0
+_T = TypeVar("_T")
 
 
-class BlockingFace:
+class BlockingFace(Face):
     """Carries out the core's decisions with threads."""
 
-    def __init__(
-        self, core: PoolCore, backend: Backend, params: ConnectParams, options: PoolOptions
-    ) -> None:
-        self.core = core
-        self.backend = backend
-        self.params = params
-        self.options = options
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
         self._lock = threading.Lock()
         self._nudge = threading.Event()
         self._drained = threading.Event()
         self._stopped = False
-        self._housekeeper: threading.Thread | None = None
-        self._abandoned: deque[Slot] = deque()
-        self._connect_log = ConnectLog(options.name)
+
+    def _locked(self) -> threading.Lock:
+        return self._lock
 
     # -- lifecycle ---------------------------------------------------------
 
     def open(self, wait: bool, timeout: float) -> None:
         """Start opening ``min_size`` connections; with ``wait``, until they are open."""
-        self._call(self.core.open)
-        self._housekeeper = threading.Thread(
+        waiter = self._call(self._start, wait)
+        threading.Thread(
             target=_housekeep, args=(weakref.ref(self),), name="unipool-housekeeper", daemon=True
-        )
-        self._housekeeper.start()
-        if wait:
-            self._wait_min_size(timeout)
-
-    def _wait_min_size(self, timeout: float) -> None:
-        deadline = _monotonic() + timeout
-        core = self.core
-        while not core.filled():
-            error = core.last_connect_error
-            if error is not None and is_fatal(error):
+        ).start()
+        if waiter is not None:
+            waiter.token.acquire(True, timeout)
+            error = self._call(self.core.fill_result, waiter, timeout)
+            if error is not None:
                 raise error
-            if _monotonic() >= deadline:
-                if core.last_connect_error is not None:
-                    raise core.last_connect_error
-                raise pool_timeout(core, self.options.name, timeout)
-            time.sleep(0.002)
+
+    def _start(self, wait: bool, now: float) -> Waiter | None:
+        self.core.open(now)
+        waiter = self.core.wait_filled(now) if wait else None
+        if waiter is not None:
+            waiter.token = _parked_lock()
+        return waiter
 
     def close(self, timeout: float) -> None:
         """Refuse new requests, let borrowers finish up to ``timeout``, then terminate.
@@ -93,42 +71,46 @@ class BlockingFace:
         with self._lock:
             self.core.close(_monotonic())
             actions = self.core.take_actions()
-            if not self.core.size:
-                self._drained.set()
+            self._note_drained()
         closer = threading.Thread(target=self._run, args=(actions,), name="unipool-close")
         closer.daemon = True
         closer.start()
-        if not self._drained.wait(timeout) and self.core.size:
+        if not self._drained.wait(timeout):
             self.terminate()
-            self._drained.wait(1.0)
-        self._stop_housekeeper()
+        self._stop()
 
     def terminate(self) -> None:
         """Close every connection now, cutting short closes under way."""
         with self._lock:
-            core = self.core
-            core.terminate(_monotonic())
-            actions = core.take_actions()
-            closing = [slot for slot in core.iter_slots() if slot.state is CLOSING]
-            for slot in closing:
-                core.closed(slot, _monotonic())
-            if core.closing and not core.size:
-                self._drained.set()
-        for action in actions:
-            if action.__class__ is Wake:
-                action.waiter.token.release()
-        for slot in closing:
-            driver: SyncConn | None = slot.conn
-            if driver is not None:
-                try:
-                    driver.terminate()
-                except Exception as exc:  # it is being dropped either way
-                    logger.debug("error terminating a connection: %s", exc)
-        self._stop_housekeeper()
+            now = _monotonic()
+            cut = self.core.terminate(now)
+            for slot in cut:
+                self.core.closed(slot, now)
+            actions = self.core.take_actions()
+            self._note_drained()
+        self._run(actions)
+        for slot in cut:
+            terminate(slot.conn)
+        self._stop()
 
-    def _stop_housekeeper(self) -> None:
+    def _stop(self) -> None:
         self._stopped = True
         self._nudge.set()
+
+    def _note_drained(self) -> None:
+        if self.core.closing and not self.core.slots:
+            self._drained.set()
+
+    # -- administration ------------------------------------------------------
+
+    def resize(self, max_size: int) -> None:
+        """Change ``max_size``; surplus idle connections close."""
+        self._call(self.core.resize, max_size)
+        self._nudge.set()
+
+    def expire(self) -> None:
+        """Replace every connection: idle ones now, borrowed ones when they come back."""
+        self._call(self.core.expire)
 
     # -- acquiring and releasing ---------------------------------------------
 
@@ -142,104 +124,83 @@ class BlockingFace:
             TooManyWaiters: the queue is full.
         """
         core = self.core
-        now = _monotonic()
-        deadline = now + timeout
+        lock = self._lock
+        deadline = _monotonic() + timeout
         while True:
-            with self._lock:
-                got = core.acquire(now)
+            with lock:
+                got = core.acquire(_monotonic())
                 if got.__class__ is Waiter:
                     got.token = _parked_lock()
                 actions = core.take_actions() if core.actions else None
             if actions:
                 self._run(actions)
-            slot = got if got.__class__ is Slot else self._wait(got, deadline, timeout)  # type: ignore[arg-type]
-            needs_check = slot.state is CHECKING or not slot.conn.alive()
-            if needs_check and not self._check(slot, deadline):
-                now = _monotonic()
-                if now >= deadline:  # the check used the time up: do not start another
-                    self._call(core.timed_out)
-                    raise pool_timeout(core, self.options.name, timeout)
+            slot = got if got.__class__ is Slot else self._wait(got, timeout, deadline)  # type: ignore[arg-type]
+            check = core.check_for(slot, slot.conn.alive(), _monotonic(), deadline, timeout)
+            if check is not None and not self._check(check):
                 continue
-            if self.options.leak_timeout is not None:
-                slot.lent_by = borrow_site()
+            self._lend(slot)
             conn = Connection(slot, self)
             setup = self.options.setup
             if setup is not None:
                 self._run_hook(setup, conn)
             return conn
 
-    def _wait(self, waiter: Waiter, deadline: float, timeout: float) -> Slot:
-        token: Any = waiter.token
+    def _wait(self, waiter: Waiter, timeout: float, deadline: float) -> Slot:
         try:
-            woken = token.acquire(True, max(deadline - _monotonic(), 0.0))
+            woken = waiter.token.acquire(True, max(deadline - _monotonic(), 0.0))
         except BaseException:
             self._call(self.core.cancel, waiter)
             raise
         if not woken:
-            self._call(self.core.cancel, waiter, timed_out=True)
-            raise pool_timeout(self.core, self.options.name, timeout)
-        with self._lock:
-            return self.core.accept(waiter, _monotonic())
+            raise self._call(self.core.time_out, waiter, timeout)
+        return self._call(self.core.accept, waiter)
 
-    def _check(self, slot: Slot, deadline: float) -> bool:
-        """Ping a slot before handing it out, by ``deadline`` at the latest; False if it
-        had to be dropped."""
-        driver: SyncConn = slot.conn
-        allowed = min(common.CHECK_TIMEOUT, max(deadline - _monotonic(), common.LAST_CHANCE))
+    def _check(self, check: Check) -> bool:
+        """Run the check the core asked for; report it (it raises PoolTimeout when the
+        request's time is up); whether the slot may be handed out."""
+        driver: SyncConn = check.slot.conn
         try:
-            with WATCHDOG.guard(driver, allowed):
-                if wants_writable(self.params.dsn):
-                    ok = bool(driver.fetchval(READ_ONLY_PROBE, (), 0) == "off")
-                else:
+            with WATCHDOG.guard(driver, check.timeout, self.options.name):
+                if check.sql is None:
                     driver.ping()
                     ok = True
+                else:
+                    ok = driver.fetchval(check.sql, (), 0) == check.expect
         except Error:
             ok = False
         except BaseException:
-            self._release_slot(slot, reusable=False, cause="broken")
+            self._call(self.core.check_abandoned, check)
             raise
-        if slot.state is CHECKING:
-            self._call(self.core.check_done, slot, ok)
-        elif not ok:
-            self._call(self.core.lost_before_use, slot)
+        self._call(self.core.check_done, check, ok)
         return ok
 
-    def release(self, conn: Connection) -> None:
-        """Give ``conn`` back: reset it, or replace it if it cannot be reused."""
+    def release(self, conn: Connection, error: BaseException | None = None) -> None:
+        """Give ``conn`` back (its borrow ended with ``error``, if it failed): reset it
+        if the core says so, or replace it."""
         slot = conn._detach()
         driver: SyncConn = slot.conn
-        if conn._error is not None:
-            if cause := release_cause(conn._error, self.params.dsn):
-                self._release_slot(slot, reusable=False, cause=cause)
-                return
-            if interrupted(conn._error):
-                conn._dirty = True
-        if not conn._dirty and self.options.reset is None and driver.is_clean():
-            now = _monotonic()
-            cause = self.core.retire_reason(slot, now)
-            with self._lock:
-                self.core.release(slot, now, reusable=cause is None, cause=cause or "")
-                actions = self.core.take_actions() if self.core.actions else None
-            if actions:
-                self._run(actions)
+        clean = driver.is_clean()
+        with self._lock:
+            reset = self.core.give_back(
+                slot, _monotonic(), error=error, dirty=conn._dirty, clean=clean
+            )
+            actions = self.core.take_actions() if self.core.actions else None
+        if actions:
+            self._run(actions)
+        if reset is None:
             return
-        cause = self.core.retire_reason(slot, _monotonic())
-        reusable = False
-        if cause is None:
-            cause = "broken"
-            try:
-                with WATCHDOG.guard(driver, common.CLOSE_TIMEOUT):
-                    reusable = driver.alive() and driver.reset(conn._dirty)
-                reset = self.options.reset
-                if reusable and reset is not None:
-                    reset(conn)
-            except Error as exc:
-                logger.debug("reset failed, discarding the connection: %s", exc)
-                reusable = False
-            except BaseException:
-                self._release_slot(slot, reusable=False, cause="broken")
-                raise
-        self._release_slot(slot, reusable=reusable, cause=cause)
+        ok = False
+        try:
+            with WATCHDOG.guard(driver, reset.timeout, self.options.name):
+                ok = driver.alive() and driver.reset(reset.full)
+            hook = self.options.reset
+            if ok and hook is not None:
+                _run_on(slot, hook)
+        except Error as exc:
+            logger.debug("reset failed, discarding the connection: %s", exc)
+            ok = False
+        finally:
+            self._call(self.core.reset_done, reset, ok)
 
     def abandoned(self, slot: Slot) -> None:
         """A borrowed connection was garbage-collected: any thread, any moment; reap it later."""
@@ -249,81 +210,79 @@ class BlockingFace:
         while self._abandoned:
             slot = self._abandoned.popleft()
             report_abandoned(self.options.name)
-            self._release_slot(slot, reusable=False, cause="abandoned")
-
-    def _release_slot(self, slot: Slot, *, reusable: bool, cause: str) -> None:
-        with self._lock:
-            self.core.release(slot, _monotonic(), reusable=reusable, cause=cause)
-            actions = self.core.take_actions() if self.core.actions else None
-        if actions:
-            self._run(actions)
+            self._call(self.core.release, slot, reusable=False, cause="abandoned")
 
     # -- carrying out decisions ----------------------------------------------
 
-    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        with self._lock:
-            method(*args, _monotonic(), **kwargs)
-            actions = self.core.take_actions()
-        self._run(actions)
-        if self.core.closing and not self.core.size:
-            self._drained.set()
+    def _call(self, method: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """Feed one event to the core (with the time), under the lock; then carry out
+        what it decided, even if it raised."""
+        lock = self._lock
+        core = self.core
+        lock.acquire()
+        try:
+            return method(*args, _monotonic(), **kwargs)
+        finally:
+            actions = core.take_actions() if core.actions else None
+            self._note_drained()
+            lock.release()
+            if actions:
+                self._run(actions)
 
     def _run(self, actions: list[Action]) -> None:
         for action in actions:
-            if action.__class__ is Wake:
-                action.waiter.token.release()
-            elif action.__class__ is Open:
+            kind = action.__class__
+            if kind is Wake:
+                action.waiter.token.release()  # type: ignore[union-attr]
+            elif kind is Open:
                 threading.Thread(
-                    target=self._open_slot, args=(action.slot,), name="unipool-connect", daemon=True
+                    target=self._open_slot,
+                    args=(action.slot,),  # type: ignore[union-attr]
+                    name="unipool-connect",
+                    daemon=True,
                 ).start()
-            elif action.__class__ is Overdue:
-                report_overdue(self.options.name, action)
+            elif kind is Close:
+                self._close_slot(action)  # type: ignore[arg-type]
             else:
-                assert isinstance(action, Close)
-                self._close_slot(action.slot)
+                self._report(action)  # type: ignore[arg-type]
 
     def _open_slot(self, slot: Slot) -> None:
         try:
             driver = self.backend.connect_sync(self.params)
         except BaseException as exc:
-            self._connect_log.failed(exc, _monotonic())
-            self._call(self.core.connect_failed, slot, exc, fatal=is_fatal(exc))
+            self._call(self.core.connect_failed, slot, exc)
             self._nudge.set()
             return
         slot.conn = driver
         init = self.options.init
         if init is not None:
-            conn = Connection(slot)
             try:
-                init(conn)
+                _run_on(slot, init)
             except BaseException as exc:
                 driver.terminate()
-                logger.warning("pool %r: init hook failed: %s", self.options.name, exc)
-                self._call(self.core.connect_failed, slot, exc)
+                self._call(self.core.init_failed, slot, exc)
                 self._nudge.set()
                 return
-            conn._detach()
-        self._connect_log.succeeded(_monotonic())
         self._call(self.core.connected, slot)
 
-    def _close_slot(self, slot: Slot) -> None:
-        driver: SyncConn | None = slot.conn
+    def _close_slot(self, close: Close) -> None:
+        driver: SyncConn | None = close.slot.conn
         if driver is not None:
             try:
-                if slot.close_reason in common.NO_GOODBYE:
-                    driver.terminate()
-                else:
-                    with WATCHDOG.guard(driver, common.CLOSE_TIMEOUT):
+                if close.goodbye:
+                    with WATCHDOG.guard(driver, close.timeout, self.options.name):
                         driver.close()
+                else:
+                    driver.terminate()
             except Exception as exc:  # the connection is gone either way
                 logger.debug("error closing a connection: %s", exc)
-        self._call(self.core.closed, slot)
+        self._call(self.core.closed, close.slot)
 
     def _run_hook(self, hook: Callable[[Connection], Any], conn: Connection) -> None:
         try:
             hook(conn)
-        except BaseException:
-            self.release(conn)
+        except BaseException as exc:
+            self.release(conn, exc)
             raise
 
     def tick(self) -> float:
@@ -334,9 +293,18 @@ class BlockingFace:
             now = _monotonic()
             self.core.tick(now)
             actions = self.core.take_actions()
-            deadline = self.core.next_deadline()
+            due = self.core.next_tick(now)
         self._run(actions)
-        return min(max(deadline - now, 0.0), _HOUSEKEEPING_MAX_SLEEP)
+        return max(due - now, 0.0)
+
+
+def _run_on(slot: Slot, hook: Callable[[Connection], Any]) -> None:
+    """Run a pool hook (``init``, ``reset``) on a connection the pool holds itself."""
+    conn = Connection(slot)
+    try:
+        hook(conn)
+    finally:
+        conn._detach()
 
 
 def _parked_lock() -> threading.Lock:
@@ -355,11 +323,8 @@ def _housekeep(face_ref: weakref.ref[BlockingFace]) -> None:
             delay = face.tick()
         except Exception:  # pragma: no cover - a bug; keep the pool alive
             logger.exception("housekeeping failed")
-            delay = _HOUSEKEEPING_MAX_SLEEP
+            delay = 1.0
         nudge = face._nudge
         del face
         nudge.wait(delay)
         nudge.clear()
-
-
-__all__ = ["BlockingFace", "PoolTimeout"]

@@ -7,6 +7,10 @@ fails as on a lost connection, in the caller's own thread, and the pool
 drops the connection. Cutting is a ``shutdown()`` of the socket (safe while
 another thread uses it), or the driver's ``terminate()`` when it has no
 socket of its own to show.
+
+The watchdog keeps time with the clock it is given (``time.monotonic`` for
+the process's own); :meth:`Watchdog.due` is the whole decision, so a test can
+drive it with a fake clock.
 """
 
 from __future__ import annotations
@@ -17,11 +21,11 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .common import logger
+from .reports import logger
 
 
 def cut(driver: Any) -> None:
@@ -41,18 +45,20 @@ def cut(driver: Any) -> None:
 class Watchdog:
     """Cuts the connection of a guarded call still running at its deadline."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
-        self._due: list[list[Any]] = []  # heap of [deadline, seq, driver, armed]
+        self._due: list[list[Any]] = []  # heap of [deadline, seq, driver, armed, name]
         self._seq = itertools.count()
         self._nudge = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = 0
 
     @contextmanager
-    def guard(self, driver: Any, timeout: float) -> Iterator[None]:
-        """Within the block, ``driver``'s connection is cut after ``timeout`` seconds."""
-        entry = [time.monotonic() + timeout, next(self._seq), driver, True]
+    def guard(self, driver: Any, timeout: float, pool: str = "") -> Iterator[None]:
+        """Within the block, ``driver``'s connection (of the pool named ``pool``) is cut
+        after ``timeout`` seconds."""
+        entry = [self._clock() + timeout, next(self._seq), driver, True, pool]
         with self._lock:
             heapq.heappush(self._due, entry)
             first = self._due[0] is entry
@@ -71,22 +77,26 @@ class Watchdog:
             self._thread.daemon = True
             self._thread.start()
 
+    def due(self, now: float) -> tuple[list[tuple[Any, str]], float | None]:
+        """The guarded calls overrunning at ``now`` (each driver with its pool's name), taken
+        off the watch; and how long until the next one is due (None: nothing is guarded)."""
+        victims: list[tuple[Any, str]] = []
+        with self._lock:
+            due = self._due
+            while due and (not due[0][3] or due[0][0] <= now):
+                entry = heapq.heappop(due)
+                if entry[3]:
+                    victims.append((entry[2], entry[4]))
+            wait = due[0][0] - now if due else None
+        return victims, wait
+
     def _watch(self) -> None:
         while True:
-            victim: Any = None
-            wait: float | None = None
-            with self._lock:
-                due = self._due
-                while due and not due[0][3]:
-                    heapq.heappop(due)
-                if due:
-                    wait = due[0][0] - time.monotonic()
-                    if wait <= 0:
-                        victim = heapq.heappop(due)[2]
-            if victim is not None:
-                logger.warning("a connection did not answer in time: cut")
-                cut(victim)
-            else:
+            victims, wait = self.due(self._clock())
+            for driver, pool in victims:
+                logger.warning("pool %r: a connection did not answer in time: cut", pool)
+                cut(driver)
+            if not victims:
                 self._nudge.wait(wait)
                 self._nudge.clear()
 
