@@ -44,6 +44,14 @@ def test_a_pool_that_must_reach_a_writable_server_asks_whether_it_is() -> None:
     assert (check.sql, check.expect) == (policy.READ_ONLY_PROBE, policy.WRITABLE)
 
 
+def test_a_pool_may_ask_its_own_question() -> None:
+    h = Harness(min_size=1, max_size=1, probe=("select pg_is_in_recovery()", True))
+    h.fill()
+    slot = h.get()
+    check = h.core.check_for(slot, False, h.now, h.now + 30, 30)
+    assert check is not None and (check.sql, check.expect) == ("select pg_is_in_recovery()", True)
+
+
 def test_a_passed_check_hands_the_slot_out_once() -> None:
     h = Harness(min_size=1, max_size=1, check_after=1.0)
     (slot,) = h.fill()

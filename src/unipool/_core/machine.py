@@ -209,9 +209,13 @@ class PoolCore(CoreState):
         if alive and slot.state is IN_USE:
             return None
         timeout = min(policy.CHECK_TIMEOUT, max(deadline - now, policy.LAST_CHANCE))
-        if self.config.writable:
-            return Check(slot, timeout, policy.READ_ONLY_PROBE, policy.WRITABLE, deadline, wait)
-        return Check(slot, timeout, None, None, deadline, wait)
+        cfg = self.config
+        probe = cfg.probe
+        if probe is None and cfg.writable:
+            probe = (policy.READ_ONLY_PROBE, policy.WRITABLE)
+        if probe is None:
+            return Check(slot, timeout, None, None, deadline, wait)
+        return Check(slot, timeout, probe[0], probe[1], deadline, wait)
 
     def check_done(self, check: Check | Slot, ok: bool, now: float) -> None:
         """The requester checked a slot: ``ok`` hands it out.

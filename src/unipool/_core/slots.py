@@ -179,8 +179,12 @@ class CoreConfig:
     reconnect_timeout: float | None = 300.0
     leak_timeout: float | None = None
     name: str = "pool"
-    #: the server must take writes (``target_session_attrs=read-write``): checks ask
+    #: the server must take writes (``target_session_attrs=read-write``): checks ask, and
+    #: a write refused as read-only retires the connection
     writable: bool = False
+    #: a check runs this query and expects this value instead of a plain ping (None: the
+    #: writable probe where ``writable``); a pool of standbys asks whether one still is
+    probe: tuple[str, Any] | None = None
     #: a ``reset`` hook runs on every release
     reset_hook: bool = False
 
