@@ -60,3 +60,26 @@ async def test_a_demoted_primary_is_left_after_one_refused_write(
         assert await pool.fetchval("select inet_server_port()") == standby.port
         assert pool.stats().recycled["read_only"] == 1
         await until(lambda: pool.stats().size == 3)  # refilled, on the new primary
+
+
+async def test_a_refused_write_caught_by_the_borrower_still_retires_the_connection(
+    servers: tuple[TempServer, TempServer], mode: str, backend: str
+) -> None:
+    primary, standby = servers
+    _set_read_only(primary, False)
+    _set_read_only(standby, True)
+    dsn = (
+        f"postgresql://postgres@127.0.0.1:{primary.port},127.0.0.1:{standby.port}"
+        "/postgres?target_session_attrs=read-write"
+    )
+    async with open_pool(mode, dsn, backend, min_size=1, max_size=1) as pool:
+        assert await pool.fetchval("select inet_server_port()") == primary.port
+        _set_read_only(primary, True)
+        _set_read_only(standby, False)
+        async with pool.acquire() as conn:
+            with pytest.raises(unipool.ReadOnlySQLTransaction):
+                await conn.execute("insert into t values (1)")
+            # caught: the borrow goes on, and ends without an error
+        assert pool.stats().recycled["read_only"] == 1
+        await pool.execute("insert into t values (2)")  # the next borrower: the new primary
+        assert await pool.fetchval("select inet_server_port()") == standby.port

@@ -52,6 +52,30 @@ async def test_session_state_never_leaks(make_pool: PoolFactory) -> None:
             assert await conn.fetchval("select txid_current_if_assigned()") is None
 
 
+#: Session state set by the second statement of a string: (statement, probe, clean value).
+_SECOND_STATEMENTS = {
+    "search_path": ("set search_path to pg_catalog", "show search_path", '"$user", public'),
+    "setting": ("set statement_timeout = '777s'", "show statement_timeout", "0"),
+    "temp table": ("create temp table leak (x int)", "select to_regclass('pg_temp.leak')", None),
+    "listen": ("listen leak_channel", "select count(*) from pg_listening_channels()", 0),
+    "transaction": ("begin", "select txid_current_if_assigned()", None),
+}
+
+
+@pytest.mark.parametrize("change", list(_SECOND_STATEMENTS))
+async def test_state_set_by_a_second_statement_never_leaks(
+    make_pool: PoolFactory, change: str
+) -> None:
+    """The pool cannot tell what the rest of a multi-statement string did: it resets."""
+    sql, probe, clean = _SECOND_STATEMENTS[change]
+    async with make_pool(max_size=1, check=None) as pool:
+        async with pool.acquire() as conn:
+            await conn.execute(f"SELECT 1; {sql}")
+            if change == "transaction":
+                await conn.fetchval("select txid_current()")
+        assert await pool.fetchval(probe) == clean
+
+
 async def test_failed_transaction_is_rolled_back(make_pool: PoolFactory) -> None:
     async with make_pool(max_size=1) as pool:
         async with pool.acquire() as conn:
@@ -252,6 +276,80 @@ async def test_hooks(make_pool: PoolFactory, mode: str) -> None:
         await pool.fetchval("select 1")
         await pool.fetchval("select 1")
     assert calls == ["init", "setup", "reset", "setup", "reset"]
+
+
+def _hook(mode: str, body: Callable[[Any], Any]) -> Callable[..., Any]:
+    """A hook for this mode running ``body(conn)`` (whose result is awaited in async modes)."""
+    if mode == "sync":
+        return body
+
+    async def hook(conn: Any) -> None:
+        await body(conn)
+
+    return hook
+
+
+async def test_hooks_may_run_queries(make_pool: PoolFactory, mode: str) -> None:
+    seen: list[Any] = []
+
+    def query(conn: Any) -> Any:
+        return conn.fetchval("select 1")
+
+    def remember(conn: Any) -> Any:
+        result = conn.fetchval("select pg_backend_pid()")
+        if mode == "sync":
+            seen.append(result)
+            return None
+
+        async def note() -> None:
+            seen.append(await result)
+
+        return note()
+
+    hooks = {
+        "init": _hook(mode, query),
+        "setup": _hook(mode, query),
+        "reset": _hook(mode, remember),
+    }
+    async with make_pool(max_size=1, min_size=1, **hooks) as pool:
+        for _ in range(3):
+            assert await pool.fetchval("select 1") == 1
+        stats = pool.stats()
+    assert stats.connects == 1 and sum(stats.recycled.values()) == 0, stats
+    assert len(seen) == 3 and len(set(seen)) == 1  # one connection, reset three times
+
+
+async def test_failing_hooks_are_logged_and_counted(
+    make_pool: PoolFactory, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    def fail(conn: Any) -> Any:
+        if mode == "sync":
+            raise RuntimeError("hook bug")
+
+        async def raise_() -> None:
+            raise RuntimeError("hook bug")
+
+        return raise_()
+
+    async with make_pool(max_size=1, min_size=1, reset=_hook(mode, fail)) as pool:
+        assert await pool.fetchval("select 1") == 1
+        await until(lambda: pool.stats().recycled["hook"] == 1)
+        assert await pool.fetchval("select 1") == 1  # on a new connection
+    (record,) = [r for r in caplog.records if "hook bug" in r.getMessage()][:1]
+    assert record.levelname == "WARNING" and "reset hook failed" in record.getMessage()
+    caplog.clear()
+    async with make_pool(max_size=1, min_size=0, setup=_hook(mode, fail)) as pool:
+        with pytest.raises(RuntimeError, match="hook bug"):
+            await pool.fetchval("select 1")
+    assert any("setup hook failed" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    async with make_pool(max_size=1, min_size=0, init=_hook(mode, fail), wait=False) as pool:
+        with pytest.raises(unipool.PoolTimeout) as info:
+            async with pool.acquire(timeout=0.3):
+                pass
+        assert isinstance(info.value.__cause__, RuntimeError)  # the init hook's error
+        assert pool.stats().recycled["hook"] >= 1
+    assert any("init hook failed" in r.getMessage() for r in caplog.records)
 
 
 async def test_max_queries_and_expire(make_pool: PoolFactory) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._errors import InterfaceError
+from ._errors import ConnectionLost, Error, InterfaceError, ReadOnlySQLTransaction
 from ._record import Record
 from ._sql import begin_statement, check_copy_options, leaves_session_clean
 
@@ -25,7 +25,7 @@ _RELEASED = "this connection was released to the pool; acquire a new one"
 class _Borrowed:
     """State shared by both faces of a borrowed connection."""
 
-    __slots__ = ("_depth", "_dirty", "_driver", "_face", "_slot")
+    __slots__ = ("_depth", "_dirty", "_driver", "_face", "_noted", "_slot")
 
     _driver: Any
 
@@ -35,6 +35,8 @@ class _Borrowed:
         self._face = face  # told if this object is collected while still borrowed
         self._dirty = False
         self._depth = 0
+        #: an error that condemns the connection, kept even if the borrower caught it
+        self._noted: Error | None = None
 
     def __del__(self) -> None:
         slot = getattr(self, "_slot", None)
@@ -50,6 +52,13 @@ class _Borrowed:
         if not self._dirty and not leaves_session_clean(sql):
             self._dirty = True
         return self._driver
+
+    def _note(self, error: Error) -> None:
+        """Keep an error that says the connection must not be reused (lost, or a write refused
+        by a server that should take writes): the give-back retires it even if the borrower
+        caught the error."""
+        if self._noted is None and isinstance(error, (ConnectionLost, ReadOnlySQLTransaction)):
+            self._noted = error
 
     def _detach(self) -> Slot:
         slot = self._slot
@@ -93,27 +102,51 @@ class Connection(_Borrowed):
 
     def execute(self, sql: str, *args: Any) -> str:
         """Run ``sql`` with ``$n`` parameters; the server's command tag (``"INSERT 0 1"``)."""
-        return self._use(sql).execute(sql, args)  # type: ignore[no-any-return]
+        try:
+            return self._use(sql).execute(sql, args)  # type: ignore[no-any-return]
+        except Error as exc:
+            self._note(exc)
+            raise
 
     def executemany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> None:
         """Run ``sql`` once for each parameter tuple."""
-        self._use(sql).executemany(sql, args_seq)
+        try:
+            self._use(sql).executemany(sql, args_seq)
+        except Error as exc:
+            self._note(exc)
+            raise
 
     def fetch(self, sql: str, *args: Any) -> list[Record]:
         """All rows of ``sql``."""
-        return self._use(sql).fetch(sql, args)  # type: ignore[no-any-return]
+        try:
+            return self._use(sql).fetch(sql, args)  # type: ignore[no-any-return]
+        except Error as exc:
+            self._note(exc)
+            raise
 
     def fetchrow(self, sql: str, *args: Any) -> Record | None:
         """The first row of ``sql``, or None."""
-        return self._use(sql).fetchrow(sql, args)  # type: ignore[no-any-return]
+        try:
+            return self._use(sql).fetchrow(sql, args)  # type: ignore[no-any-return]
+        except Error as exc:
+            self._note(exc)
+            raise
 
     def fetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
         """One value of the first row of ``sql`` (None if there is no row)."""
-        return self._use(sql).fetchval(sql, args, column)
+        try:
+            return self._use(sql).fetchval(sql, args, column)
+        except Error as exc:
+            self._note(exc)
+            raise
 
     def fetchmany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> list[list[Record]]:
         """Run ``sql`` once per parameter tuple; the rows of each run."""
-        return [self._use(sql).fetch(sql, tuple(args)) for args in args_seq]
+        try:
+            return [self._use(sql).fetch(sql, tuple(args)) for args in args_seq]
+        except Error as exc:
+            self._note(exc)
+            raise
 
     def copy_records_to_table(
         self,
@@ -124,8 +157,12 @@ class Connection(_Borrowed):
         schema_name: str | None = None,
     ) -> str:
         """Copy ``records`` (tuples) into a table; the command tag (``"COPY n"``)."""
-        driver = self._use("COPY")
-        return driver.copy_records((table_name, schema_name, columns), records)  # type: ignore[no-any-return]
+        try:
+            driver = self._use("COPY")
+            return driver.copy_records((table_name, schema_name, columns), records)  # type: ignore[no-any-return]
+        except Error as exc:
+            self._note(exc)
+            raise
 
     def copy_to_table(
         self,
@@ -142,8 +179,12 @@ class Connection(_Borrowed):
         ``header``, ``quote``, ``escape``, ``encoding``.
         """
         target = (table_name, schema_name, columns)
-        driver = self._use("COPY")
-        return driver.copy_in(target, source, check_copy_options(options))  # type: ignore[no-any-return]
+        try:
+            driver = self._use("COPY")
+            return driver.copy_in(target, source, check_copy_options(options))  # type: ignore[no-any-return]
+        except Error as exc:
+            self._note(exc)
+            raise
 
     def copy_from_table(
         self,
@@ -156,8 +197,12 @@ class Connection(_Borrowed):
     ) -> str:
         """Copy a table to ``output`` (a path or a writable binary file); options as above."""
         target = (table_name, schema_name, columns)
-        driver = self._use("COPY")
-        return driver.copy_out(target, output, check_copy_options(options))  # type: ignore[no-any-return]
+        try:
+            driver = self._use("COPY")
+            return driver.copy_out(target, output, check_copy_options(options))  # type: ignore[no-any-return]
+        except Error as exc:
+            self._note(exc)
+            raise
 
     def transaction(
         self, isolation: str | None = None, readonly: bool = False, deferrable: bool = False
@@ -179,27 +224,51 @@ class AsyncConnection(_Borrowed):
 
     async def execute(self, sql: str, *args: Any) -> str:
         """Run ``sql`` with ``$n`` parameters; the server's command tag (``"INSERT 0 1"``)."""
-        return await self._use(sql).execute(sql, args)  # type: ignore[no-any-return]
+        try:
+            return await self._use(sql).execute(sql, args)  # type: ignore[no-any-return]
+        except Error as exc:
+            self._note(exc)
+            raise
 
     async def executemany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> None:
         """Run ``sql`` once for each parameter tuple."""
-        await self._use(sql).executemany(sql, args_seq)
+        try:
+            await self._use(sql).executemany(sql, args_seq)
+        except Error as exc:
+            self._note(exc)
+            raise
 
     async def fetch(self, sql: str, *args: Any) -> list[Record]:
         """All rows of ``sql``."""
-        return await self._use(sql).fetch(sql, args)  # type: ignore[no-any-return]
+        try:
+            return await self._use(sql).fetch(sql, args)  # type: ignore[no-any-return]
+        except Error as exc:
+            self._note(exc)
+            raise
 
     async def fetchrow(self, sql: str, *args: Any) -> Record | None:
         """The first row of ``sql``, or None."""
-        return await self._use(sql).fetchrow(sql, args)  # type: ignore[no-any-return]
+        try:
+            return await self._use(sql).fetchrow(sql, args)  # type: ignore[no-any-return]
+        except Error as exc:
+            self._note(exc)
+            raise
 
     async def fetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
         """One value of the first row of ``sql`` (None if there is no row)."""
-        return await self._use(sql).fetchval(sql, args, column)
+        try:
+            return await self._use(sql).fetchval(sql, args, column)
+        except Error as exc:
+            self._note(exc)
+            raise
 
     async def fetchmany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> list[list[Record]]:
         """Run ``sql`` once per parameter tuple; the rows of each run."""
-        return [await self._use(sql).fetch(sql, tuple(args)) for args in args_seq]
+        try:
+            return [await self._use(sql).fetch(sql, tuple(args)) for args in args_seq]
+        except Error as exc:
+            self._note(exc)
+            raise
 
     async def copy_records_to_table(
         self,
@@ -210,8 +279,12 @@ class AsyncConnection(_Borrowed):
         schema_name: str | None = None,
     ) -> str:
         """Copy ``records`` (tuples, or an async iterable of them) into a table."""
-        driver = self._use("COPY")
-        return await driver.copy_records((table_name, schema_name, columns), records)  # type: ignore[no-any-return]
+        try:
+            driver = self._use("COPY")
+            return await driver.copy_records((table_name, schema_name, columns), records)  # type: ignore[no-any-return]
+        except Error as exc:
+            self._note(exc)
+            raise
 
     async def copy_to_table(
         self,
@@ -224,8 +297,12 @@ class AsyncConnection(_Borrowed):
     ) -> str:
         """Copy data from ``source`` into a table; see :meth:`Connection.copy_to_table`."""
         target = (table_name, schema_name, columns)
-        driver = self._use("COPY")
-        return await driver.copy_in(target, source, check_copy_options(options))  # type: ignore[no-any-return]
+        try:
+            driver = self._use("COPY")
+            return await driver.copy_in(target, source, check_copy_options(options))  # type: ignore[no-any-return]
+        except Error as exc:
+            self._note(exc)
+            raise
 
     async def copy_from_table(
         self,
@@ -238,8 +315,12 @@ class AsyncConnection(_Borrowed):
     ) -> str:
         """Copy a table to ``output``; see :meth:`Connection.copy_from_table`."""
         target = (table_name, schema_name, columns)
-        driver = self._use("COPY")
-        return await driver.copy_out(target, output, check_copy_options(options))  # type: ignore[no-any-return]
+        try:
+            driver = self._use("COPY")
+            return await driver.copy_out(target, output, check_copy_options(options))  # type: ignore[no-any-return]
+        except Error as exc:
+            self._note(exc)
+            raise
 
     def transaction(
         self, isolation: str | None = None, readonly: bool = False, deferrable: bool = False

@@ -52,9 +52,11 @@ _CACHE_MAX = 4096
 def leaves_session_clean(sql: str) -> bool:
     """Whether ``sql`` surely leaves session state (settings, locks, temp tables) as it was.
 
-    Conservative: anything not recognised counts as a change. Statements that
-    change session state only inside a user-defined function are not seen;
-    run those through ``conn.raw``, which always counts as a change.
+    Conservative: anything not recognised counts as a change, and so does a
+    string of more than one statement (a ``;`` before the end, even one inside
+    a literal: it costs a reset, never a leak). Statements that change session
+    state only inside a user-defined function are not seen; run those through
+    ``conn.raw``, which always counts as a change.
     """
     known = _cache.get(sql)
     if known is not None:
@@ -62,7 +64,8 @@ def leaves_session_clean(sql: str) -> bool:
     match = _FIRST_WORD.match(sql)
     first = match.group(1).lower() if match else ""
     clean = (
-        first in _CLEAN_FIRST_WORDS
+        ";" not in sql.rstrip().rstrip(";")
+        and first in _CLEAN_FIRST_WORDS
         and _SESSION_CHANGERS.search(sql) is None
         and not (first in ("select", "with") and _SELECT_INTO.search(sql))
     )

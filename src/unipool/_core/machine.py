@@ -280,11 +280,19 @@ class PoolCore(CoreState):
     # -- releasing ---------------------------------------------------------
 
     def give_back(
-        self, slot: Slot, now: float, *, error: BaseException | None, dirty: bool, clean: bool
+        self,
+        slot: Slot,
+        now: float,
+        *,
+        error: BaseException | None,
+        dirty: bool,
+        clean: bool,
+        noted: BaseException | None = None,
     ) -> Reset | None:
         """A borrower gives ``slot`` back; the borrow ended with ``error`` (if it failed),
         ``dirty`` if a statement may have changed the session, and the driver says its
-        session is ``clean`` (no transaction open).
+        session is ``clean`` (no transaction open); ``noted``: an error the connection saw
+        during the borrow that may condemn it, even if the borrower caught it.
 
         Returns the :class:`Reset` to run before the slot can be reused (report
         :meth:`reset_done`), or None: the slot was reused or retired at once.
@@ -293,7 +301,12 @@ class PoolCore(CoreState):
             return None  # terminated meanwhile: its close is already under way
         if self.observed:
             self._emit("release", now - slot.lent_at)
-        cause = retire_cause(error, self.config.writable) or self.retire_reason(slot, now)
+        writable = self.config.writable
+        cause = (
+            retire_cause(error, writable)
+            or retire_cause(noted, writable)
+            or self.retire_reason(slot, now)
+        )
         if cause is not None:
             self.release(slot, now, reusable=False, cause=cause)
             return None
@@ -303,8 +316,15 @@ class PoolCore(CoreState):
         self._make_available(slot, now)
         return None
 
-    def reset_done(self, reset: Reset, ok: bool, now: float) -> None:
-        """The reset of a given-back slot ended: ``ok``, it is reused, else replaced."""
+    def reset_done(
+        self, reset: Reset, ok: bool, now: float, hook_error: BaseException | None = None
+    ) -> None:
+        """The reset of a given-back slot ended: ``ok``, it is reused, else replaced; a
+        ``reset`` hook that raised ``hook_error`` replaces it too (cause ``hook``)."""
+        if hook_error is not None:
+            logger.warning("pool %r: reset hook failed: %r", self.config.name, hook_error)
+            self.release(reset.slot, now, reusable=False, cause="hook")
+            return
         self.release(reset.slot, now, reusable=ok, cause="broken")
 
     def release(self, slot: Slot, now: float, *, reusable: bool, cause: str = "broken") -> None:
@@ -384,7 +404,8 @@ class PoolCore(CoreState):
 
     def init_failed(self, slot: Slot, error: BaseException, now: float) -> None:
         """The ``init`` hook failed on a new connection (which the face dropped)."""
-        logger.warning("pool %r: init hook failed: %s", self.config.name, error)
+        logger.warning("pool %r: init hook failed: %r", self.config.name, error)
+        self.counters.recycled["hook"] += 1
         self._failed(slot, error, now)
 
     def _failed(self, slot: Slot, error: BaseException, now: float) -> None:

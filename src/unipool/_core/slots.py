@@ -18,6 +18,7 @@ RECYCLE_CAUSES = (
     "expired",
     "abandoned",
     "read_only",
+    "hook",
 )
 
 

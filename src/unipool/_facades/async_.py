@@ -37,7 +37,7 @@ from .._errors import Error
 from ..backends.base import POOL_CALL, AsyncConn, Runtime
 from .base import Face, terminate
 from .parking import parking_for
-from .reports import logger, report_abandoned
+from .reports import logger, report_abandoned, report_hook_failure
 from .watchdog import WATCHDOG
 
 
@@ -250,7 +250,9 @@ class AsyncFace(Face):
         driver: AsyncConn = slot.conn
         core = self.core
         now = self._now()
-        reset = core.give_back(slot, now, error=error, dirty=conn._dirty, clean=driver.is_clean())
+        reset = core.give_back(
+            slot, now, error=error, dirty=conn._dirty, clean=driver.is_clean(), noted=conn._noted
+        )
         if core.actions and (closes := self._dispatch(core.take_actions())):
             await self._close_slots(closes)
         if reset is not None:
@@ -263,6 +265,7 @@ class AsyncFace(Face):
         late, the cancel scope as a backstop); report it whatever happens."""
         driver: AsyncConn = reset.slot.conn
         ok = False
+        hook_error: Exception | None = None
         with anyio.CancelScope(shield=True):
             try:
                 with (
@@ -272,12 +275,12 @@ class AsyncFace(Face):
                     ok = driver.alive() and await driver.reset(reset.full)
                     hook = self.options.reset
                     if ok and hook is not None:
-                        await _run_on(reset.slot, hook)
+                        hook_error = await _run_on(reset.slot, hook)
             except Error as exc:
                 logger.debug("reset failed, discarding the connection: %s", exc)
                 ok = False
             finally:  # whatever the reset raised, the place is given back
-                self.core.reset_done(reset, ok, self._now())
+                self.core.reset_done(reset, ok, self._now(), hook_error)
                 await self._run(self.core.take_actions())
 
     def abandoned(self, slot: Slot) -> None:
@@ -354,17 +357,16 @@ class AsyncFace(Face):
             raise
         slot.conn = driver
         init = self.options.init
-        if init is not None:
-            try:
-                await _run_on(slot, init)
-            except Exception as exc:
-                driver.terminate()
-                await self._settle(core.init_failed, slot, exc)
-                return
-            except BaseException:  # interrupted: not the server's fault
-                driver.terminate()
-                await self._settle(core.connect_abandoned, slot)
-                raise
+        try:
+            error = await _run_on(slot, init) if init is not None else None
+        except BaseException:  # interrupted: not the server's fault
+            driver.terminate()
+            await self._settle(core.connect_abandoned, slot)
+            raise
+        if error is not None:
+            driver.terminate()
+            await self._settle(core.init_failed, slot, error)
+            return
         await self._settle(core.connected, slot)
 
     async def _settle(self, method: Callable[..., Any], *args: Any) -> None:
@@ -407,6 +409,7 @@ class AsyncFace(Face):
         try:
             await hook(conn)
         except BaseException as exc:
+            report_hook_failure(self.options.name, "setup", exc)
             await self.release(conn, exc)
             raise
 
@@ -428,13 +431,19 @@ class AsyncFace(Face):
                 self._nudge = anyio.Event()
 
 
-async def _run_on(slot: Slot, hook: Callable[[AsyncConnection], Awaitable[Any]]) -> None:
-    """Run a pool hook (``init``, ``reset``) on a connection the pool holds itself."""
+async def _run_on(
+    slot: Slot, hook: Callable[[AsyncConnection], Awaitable[Any]]
+) -> Exception | None:
+    """Run a pool hook (``init``, ``reset``) on a connection the pool holds itself; what it
+    raised, if it failed (an interruption propagates)."""
     conn = AsyncConnection(slot)
     try:
         await hook(conn)
+    except Exception as exc:
+        return exc
     finally:
         conn._detach()
+    return None
 
 
 def _checkpoints(

@@ -21,7 +21,7 @@ from .._core.slots import Action
 from .._errors import Error
 from ..backends.base import SyncConn
 from .base import Face, terminate
-from .reports import logger, report_abandoned
+from .reports import logger, report_abandoned, report_hook_failure
 from .watchdog import WATCHDOG
 
 _monotonic = time.monotonic
@@ -182,7 +182,7 @@ class BlockingFace(Face):
         clean = driver.is_clean()
         with self._lock:
             reset = self.core.give_back(
-                slot, _monotonic(), error=error, dirty=conn._dirty, clean=clean
+                slot, _monotonic(), error=error, dirty=conn._dirty, clean=clean, noted=conn._noted
             )
             actions = self.core.take_actions() if self.core.actions else None
         if actions:
@@ -190,17 +190,18 @@ class BlockingFace(Face):
         if reset is None:
             return
         ok = False
+        hook_error: Exception | None = None
         try:
             with WATCHDOG.guard(driver, reset.timeout, self.options.name):
                 ok = driver.alive() and driver.reset(reset.full)
             hook = self.options.reset
             if ok and hook is not None:
-                _run_on(slot, hook)
+                hook_error = _run_on(slot, hook)
         except Error as exc:
             logger.debug("reset failed, discarding the connection: %s", exc)
             ok = False
         finally:
-            self._call(self.core.reset_done, reset, ok)
+            self._call(self.core.reset_done, reset, ok, hook_error=hook_error)
 
     def abandoned(self, slot: Slot) -> None:
         """A borrowed connection was garbage-collected: any thread, any moment; reap it later."""
@@ -255,14 +256,12 @@ class BlockingFace(Face):
             return
         slot.conn = driver
         init = self.options.init
-        if init is not None:
-            try:
-                _run_on(slot, init)
-            except BaseException as exc:
-                driver.terminate()
-                self._call(self.core.init_failed, slot, exc)
-                self._nudge.set()
-                return
+        error = _run_on(slot, init) if init is not None else None
+        if error is not None:
+            driver.terminate()
+            self._call(self.core.init_failed, slot, error)
+            self._nudge.set()
+            return
         self._call(self.core.connected, slot)
 
     def _close_slot(self, close: Close) -> None:
@@ -282,6 +281,7 @@ class BlockingFace(Face):
         try:
             hook(conn)
         except BaseException as exc:
+            report_hook_failure(self.options.name, "setup", exc)
             self.release(conn, exc)
             raise
 
@@ -298,13 +298,17 @@ class BlockingFace(Face):
         return max(due - now, 0.0)
 
 
-def _run_on(slot: Slot, hook: Callable[[Connection], Any]) -> None:
-    """Run a pool hook (``init``, ``reset``) on a connection the pool holds itself."""
+def _run_on(slot: Slot, hook: Callable[[Connection], Any]) -> Exception | None:
+    """Run a pool hook (``init``, ``reset``) on a connection the pool holds itself; what it
+    raised, if it failed."""
     conn = Connection(slot)
     try:
         hook(conn)
+    except Exception as exc:
+        return exc
     finally:
         conn._detach()
+    return None
 
 
 def _parked_lock() -> threading.Lock:

@@ -39,6 +39,12 @@ def report_overdue(name: str, action: Overdue) -> None:
     )
 
 
+def report_hook_failure(name: str, hook: str, error: BaseException) -> None:
+    """Log a ``setup`` hook that failed (its error also reaches the borrower)."""
+    if isinstance(error, Exception):
+        logger.warning("pool %r: %s hook failed: %r", name, hook, error)
+
+
 def report_abandoned(name: str) -> None:
     """Log a borrowed connection that was garbage-collected without being returned."""
     logger.warning(
