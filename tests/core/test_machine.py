@@ -1254,6 +1254,7 @@ def test_counters_are_exact() -> None:
         "expired": 0,
         "abandoned": 0,
         "read_only": 0,
+        "hook": 0,
     }
 
 
