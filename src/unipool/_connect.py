@@ -31,5 +31,6 @@ def connect(dsn: str | None = None, *, backend: str | Any = "psycopg", **options
         check_dsn(info)
     given = frozenset(options)
     validated = build_options(**options)
-    tcp_options(info.params, validated.connect_kwargs)  # keepalives_idle=... there too
+    if not callable(validated.connect_kwargs):
+        tcp_options(info.params, validated.connect_kwargs)  # keepalives_idle=... there too
     return Pool(dsn, resolved, validated, given)

@@ -34,7 +34,11 @@ class PoolOptions:
     init: Callable[..., Any] | None = None
     setup: Callable[..., Any] | None = None
     reset: Callable[..., Any] | None = None
-    connect_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    #: A mapping, or a callable answering one for every new connection.
+    connect_kwargs: Mapping[str, Any] | Callable[[], Any] = field(default_factory=dict)
+    #: Overrides the DSN's password: a str, or a callable (a coroutine function allowed
+    #: in an async pool) called for every new connection.
+    password: str | Callable[[], Any] | None = None
     name: str = ""
     #: The DSN points at PgBouncer (or a pooler like it) in transaction or statement
     #: mode: no backend relies on server-side session state between transactions.
@@ -101,10 +105,17 @@ def build_options(**options: Any) -> PoolOptions:
     kwargs = options.get("connect_kwargs")
     if kwargs is None:
         options["connect_kwargs"] = {}
+    elif callable(kwargs):
+        pass  # called for every new connection
     elif not isinstance(kwargs, Mapping):
-        raise TypeError(f"connect_kwargs must be a mapping, not {type(kwargs).__name__}")
+        raise TypeError(
+            f"connect_kwargs must be a mapping or a callable, not {type(kwargs).__name__}"
+        )
     else:
         options["connect_kwargs"] = dict(kwargs)
+    password = options.get("password")
+    if password is not None and not isinstance(password, str) and not callable(password):
+        raise TypeError(f"password must be a str or a callable, not {type(password).__name__}")
     _check_pgbouncer(options)
     listeners = options.get("listeners")
     if listeners is None:

@@ -11,6 +11,7 @@ import asyncio
 import os
 import random
 import weakref
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Literal
 
@@ -542,7 +543,10 @@ def _connect_params(dsn: str | None, options: PoolOptions, extra: dict[str, Any]
         secrets = (password,) if password else ()
     except ValueError:
         pass
-    kwargs = {**options.connect_kwargs, **extra}
+    static = dict(options.connect_kwargs) if isinstance(options.connect_kwargs, Mapping) else {}
+    if isinstance(options.password, str):
+        static["password"] = options.password
+    kwargs = {**static, **extra}
     if kwargs.get("password"):
         secrets += (str(kwargs["password"]),)
     return ConnectParams(

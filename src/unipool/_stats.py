@@ -11,8 +11,12 @@ class PoolStats:
     """Gauges now, and counters since the pool opened (times in seconds).
 
     ``overdue`` counts borrows held past ``leak_timeout``; ``recycled`` counts
-    replaced connections by cause (``"abandoned"``: garbage-collected while
-    borrowed).
+    replaced connections by cause: ``max_queries``, ``max_lifetime``,
+    ``max_idle``, ``expired`` (``expire_connections()``), ``broken`` (found
+    dead, or its reset failed; these count in ``connections_lost`` too),
+    ``abandoned`` (garbage-collected while borrowed), ``read_only`` (a server
+    that should take writes refused one) and ``hook`` (an ``init`` or
+    ``reset`` hook failed).
     """
 
     name: str

@@ -33,6 +33,7 @@ from .._core import (
     policy,
 )
 from .._core.slots import Action
+from .._credentials import aresolve
 from .._errors import Error
 from ..backends.base import POOL_CALL, AsyncConn, Runtime
 from .base import Face, terminate
@@ -348,7 +349,8 @@ class AsyncFace(Face):
         """Open the connection of ``slot`` and report the outcome to the core."""
         core = self.core
         try:
-            driver = await self.backend.connect_async(self.params, self.runtime)
+            params = await aresolve(self.params, self.options) if self._rotates else self.params
+            driver = await self.backend.connect_async(params, self.runtime)
         except Error as exc:
             await self._settle(core.connect_failed, slot, exc)
             return

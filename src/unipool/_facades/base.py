@@ -8,6 +8,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from .._core import Notify, Overdue, PoolCore, Slot
+from .._credentials import rotates
 from .._listeners import Listeners
 from .._options import PoolOptions
 from .._stats import PoolStats
@@ -32,6 +33,7 @@ class Face:
         self.options = options
         self.listeners = listeners
         core.observed = bool(listeners)
+        self._rotates = rotates(options)  # connect arguments worked out per connection
         self._abandoned: deque[Slot] = deque()  # garbage-collected borrows, to reap
 
     def _locked(self) -> AbstractContextManager[Any]:

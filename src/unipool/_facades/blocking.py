@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from .._connection import Connection
 from .._core import Check, Close, Open, Slot, Waiter, Wake
 from .._core.slots import Action
+from .._credentials import resolve
 from .._errors import Error
 from ..backends.base import SyncConn
 from .base import Face, terminate
@@ -249,7 +250,8 @@ class BlockingFace(Face):
 
     def _open_slot(self, slot: Slot) -> None:
         try:
-            driver = self.backend.connect_sync(self.params)
+            params = resolve(self.params, self.options) if self._rotates else self.params
+            driver = self.backend.connect_sync(params)
         except BaseException as exc:
             self._call(self.core.connect_failed, slot, exc)
             self._nudge.set()
