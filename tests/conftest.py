@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from tests._modes import MODES, ModePool, open_pool
-from unipool._tempserver import TempServer
+from unipool.testing import TempServer
 
 BACKENDS = ("psycopg", "asyncpg", "psqlpy")
 _DRIVERS = {"psycopg": "psycopg", "asyncpg": "asyncpg", "psqlpy": "psqlpy"}

@@ -11,8 +11,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from unipool import _pgbin, _tempserver
-from unipool._tempserver import ServerBinariesNotFound, TempServer, find_pg_bindir
+import unipool
+from unipool import _pgbin, _tempserver, testing
+from unipool.testing import ServerBinariesNotFound, TempServer, find_pg_bindir
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,19 @@ def test_start_connect_select_1(server: TempServer) -> None:
     assert _scalar(server.dsn(), "select 1") == 1
     assert _scalar(server.dsn(), "show max_connections") == "300"
     assert server.log_path.parent == server.directory
+
+
+def test_public_module() -> None:
+    assert TempServer.__module__ == "unipool.testing"
+    assert ServerBinariesNotFound.__module__ == "unipool.testing"
+    assert issubclass(ServerBinariesNotFound, RuntimeError)
+    assert {"TempServer", "ServerBinariesNotFound", "find_pg_bindir"} <= set(testing.__all__)
+
+
+def test_the_documented_example(server: TempServer) -> None:
+    """docs/testing.md: a pool on the server, blocking, psycopg."""
+    with unipool.connect(server.dsn(dbname="test"), backend="psycopg") as pool:
+        assert pool.fetchval("select 1") == 1
 
 
 def test_database_test_exists(server: TempServer) -> None:

@@ -1,5 +1,7 @@
 """A throwaway PostgreSQL server for tests, the demo and benchmarks (POSIX only).
 
+Public as `unipool.testing` (see docs/testing.md).
+
 ``TempServer`` runs ``initdb`` into a fresh temporary directory, starts the server on a free
 TCP port of 127.0.0.1 with durability turned off for speed, and deletes everything again on
 ``cleanup()``, on leaving a ``with`` block, or when the Python process exits. With ``ssl=True``
@@ -120,7 +122,18 @@ class CertificateAuthority:
     def create(
         cls, directory: str | os.PathLike[str], name: str = "unipool test CA"
     ) -> CertificateAuthority:
-        """Make a new authority in ``directory`` (``<name>.crt`` and ``.key``, P-256, 2 days)."""
+        """Make a new authority in *directory* (``<name>.crt`` and ``.key``, P-256, 2 days).
+
+        Args:
+            directory: An existing directory for the two files.
+            name: The authority's common name; the files are named after it.
+
+        Returns:
+            The new authority.
+
+        Raises:
+            RuntimeError: The ``openssl`` command is missing or fails.
+        """
         folder = Path(directory)
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
         cert, key = folder / f"{stem}.crt", folder / f"{stem}.key"
@@ -136,7 +149,19 @@ class CertificateAuthority:
     def issue(
         self, directory: str | os.PathLike[str], names: Sequence[str] = _SERVER_NAMES
     ) -> tuple[Path, Path]:
-        """Issue a server certificate for ``names`` (``DNS:...``/``IP:...``): (cert, key)."""
+        """Issue a server certificate, valid for 2 days.
+
+        Args:
+            directory: Where ``server.crt`` and ``server.key`` are written.
+            names: Its subject alternative names (``DNS:...``, ``IP:...``); the first one is
+                also its common name. By default ``localhost`` and ``127.0.0.1``.
+
+        Returns:
+            The paths of the certificate and of its private key.
+
+        Raises:
+            RuntimeError: The ``openssl`` command is missing or fails.
+        """
         folder = Path(directory)
         cert, key, request = folder / "server.crt", folder / "server.key", folder / "server.csr"
         extensions = folder / "server.ext"
@@ -191,12 +216,24 @@ def _stop_all() -> None:
 class TempServer:
     """A throwaway PostgreSQL server in a temporary directory, superuser ``postgres``.
 
-    Without *password* every login is trusted; with it, TCP logins need the password (SCRAM)
-    while unix-socket logins stay trusted. With *ssl* the server accepts TLS (and plain)
-    connections, with a certificate for ``localhost`` and ``127.0.0.1`` issued by its own
-    authority, whose certificate is `ssl_root_cert` (libpq's ``sslrootcert``). *settings* go
-    into ``postgresql.conf`` after the fast defaults. *bindir* forces the directory of the
-    server binaries (see `find_pg_bindir`).
+    It listens on a free port of 127.0.0.1 and has a database ``test``; nothing exists
+    before `start()` (or entering a ``with`` block), and `cleanup()` (or leaving it, or the
+    end of the process) deletes everything. Run as root, the server runs as the ``postgres``
+    (else ``nobody``) account, since PostgreSQL refuses root.
+
+    Args:
+        password: Without it every login is trusted; with it, TCP logins need it (SCRAM),
+            while unix-socket logins stay trusted.
+        settings: Lines for ``postgresql.conf``, after the defaults (durability off, 300
+            connections, UTC, messages in English).
+        bindir: The directory of ``initdb``, ``pg_ctl`` and ``postgres``; by default
+            `find_pg_bindir` looks for it at the first start.
+        ssl: Accept TLS (and plain) connections, with a certificate for ``localhost`` and
+            ``127.0.0.1`` from an authority of its own, whose certificate is
+            `ssl_root_cert` (libpq's ``sslrootcert``).
+
+    Raises:
+        ValueError: A setting's name is not a valid name or its value holds a line break.
     """
 
     def __init__(
@@ -249,14 +286,22 @@ class TempServer:
 
     @property
     def port(self) -> int:
-        """The TCP port, fixed at the first `start()`."""
+        """The TCP port, fixed at the first `start()`.
+
+        Raises:
+            RuntimeError: The server has not been started.
+        """
         if self._port is None:
             raise RuntimeError("the server has not been started")
         return self._port
 
     @property
     def directory(self) -> Path:
-        """The temporary directory (data directory, unix sockets, log)."""
+        """The temporary directory (data directory, unix sockets, log).
+
+        Raises:
+            RuntimeError: The server has not been started.
+        """
         if self._dir is None:
             raise RuntimeError("the server has not been started")
         return self._dir
@@ -278,7 +323,14 @@ class TempServer:
 
     @property
     def bindir(self) -> Path:
-        """The directory of the PostgreSQL binaries in use."""
+        """The directory of the PostgreSQL binaries, found at the first use.
+
+        Run as root, when the server's account cannot reach it (a virtual environment in a
+        directory only root may enter), the server runs from a readable copy of it.
+
+        Raises:
+            ServerBinariesNotFound: No binaries were found (see `find_pg_bindir`).
+        """
         if self._bindir is None:
             self._bindir = find_pg_bindir(self._bindir_arg)
         return self._bindir
@@ -286,7 +338,19 @@ class TempServer:
     def dsn(
         self, user: str = _SUPERUSER, password: str | None = None, dbname: str = "postgres"
     ) -> str:
-        """Return a libpq URI for a TCP connection to *dbname* as *user*."""
+        """Return a libpq URI for a TCP connection.
+
+        Args:
+            user: The role to log in as.
+            password: Its password, put into the URI (quoted) when given.
+            dbname: The database; ``test`` is made for you, ``postgres`` always exists.
+
+        Returns:
+            ``postgresql://user[:password]@127.0.0.1:port/dbname``.
+
+        Raises:
+            RuntimeError: The server has not been started.
+        """
         auth = urllib.parse.quote(user, safe="")
         if password is not None:
             auth += ":" + urllib.parse.quote(password, safe="")
@@ -296,7 +360,15 @@ class TempServer:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Create the cluster if needed, start it and wait until it accepts connections."""
+        """Create the cluster if needed, start it and wait until it accepts connections.
+
+        A no-op while it runs; after `stop()` it starts again on the same port and data.
+
+        Raises:
+            ServerBinariesNotFound: No binaries were found that the server could run.
+            RuntimeError: ``initdb`` or the server failed (the message ends with the tail of
+                the server log).
+        """
         if self.is_running():
             return
         if self._dir is None:
@@ -317,24 +389,39 @@ class TempServer:
         self._wait_tcp()
 
     def stop(self, mode: StopMode = "fast") -> None:
-        """Stop the server (a no-op if it is not running)."""
+        """Stop the server (a no-op if it is not running).
+
+        Args:
+            mode: ``pg_ctl``'s shutdown mode: ``smart`` waits for clients to leave, ``fast``
+                disconnects them, ``immediate`` kills the server (as a crash would).
+
+        Raises:
+            RuntimeError: ``pg_ctl stop`` failed.
+        """
         if self.is_running():
             self._pg_ctl("stop", "-w", "-t", "60", "-m", mode)
 
     def restart(self, mode: StopMode = "fast") -> None:
-        """Stop and start again, on the same port with the same data."""
+        """Stop and start again, on the same port with the same data.
+
+        Args:
+            mode: The shutdown mode, as for `stop()`.
+
+        Raises:
+            RuntimeError: Stopping or starting failed.
+        """
         self.stop(mode)
         self.start()
 
     def is_running(self) -> bool:
-        """Whether a server runs on this data directory."""
+        """Return whether a server runs on this data directory."""
         if self._dir is None or not (self.data_dir / "postmaster.pid").exists():
             return False
         proc = self._run([str(self._bin() / "pg_ctl"), "status", "-D", str(self.data_dir)])
         return proc.returncode == 0
 
     def cleanup(self) -> None:
-        """Stop the server if it runs and delete the temporary directory."""
+        """Stop the server if it runs and delete the temporary directory (idempotent)."""
         self._cleanup("fast")
 
     def __enter__(self) -> TempServer:
