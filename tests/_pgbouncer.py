@@ -28,7 +28,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from unipool._tempserver import _accepts_tcp, _free_port, _unprivileged_account
+from unipool._pgbin import unprivileged_account
+from unipool._tempserver import _accepts_tcp, _free_port
 
 _HOST = "127.0.0.1"
 _PLACES = ("/usr/sbin/pgbouncer", "/usr/local/sbin/pgbouncer", "/usr/local/bin/pgbouncer")
@@ -78,7 +79,7 @@ class PgBouncer:
             "log_disconnections": "0",
             **(settings or {}),
         }
-        self._run_as = _unprivileged_account()
+        self._run_as = unprivileged_account()
         self._dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._port: int | None = None

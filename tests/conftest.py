@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from tests._modes import MODES, ModePool, open_pool
-from unipool._tempserver import TempServer
+from unipool.testing import TempServer
 
 BACKENDS = ("psycopg", "asyncpg", "psqlpy")
 _DRIVERS = {"psycopg": "psycopg", "asyncpg": "asyncpg", "psqlpy": "psqlpy"}
@@ -37,16 +37,22 @@ def _local_server_answers() -> bool:
 
 
 @pytest.fixture(scope="session")
-def dsn() -> Iterator[str]:
-    """A DSN of a server the tests may use but not break."""
-    given = os.environ.get("UNIPOOL_TEST_DSN")
-    if given:
-        yield given
-    elif _local_server_answers():
-        yield _LOCAL
+def session_server() -> Iterator[TempServer | None]:
+    """The throwaway server started for the session, or None when ``UNIPOOL_TEST_DSN`` is
+    set or the local server answers."""
+    if os.environ.get("UNIPOOL_TEST_DSN") or _local_server_answers():
+        yield None
     else:
         with TempServer() as server:
-            yield server.dsn(dbname="test")
+            yield server
+
+
+@pytest.fixture(scope="session")
+def dsn(session_server: TempServer | None) -> str:
+    """A DSN of a server the tests may use but not break."""
+    if session_server is not None:
+        return session_server.dsn(dbname="test")
+    return os.environ.get("UNIPOOL_TEST_DSN") or _LOCAL
 
 
 @pytest.fixture

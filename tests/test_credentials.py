@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
-from unipool._tempserver import TempServer
+from unipool.testing import TempServer
 
 import unipool
 from tests._modes import open_pool

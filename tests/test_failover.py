@@ -11,7 +11,7 @@ import pytest
 
 import unipool
 from tests._modes import open_pool, until
-from unipool._tempserver import TempServer
+from unipool.testing import TempServer
 
 
 def _set_read_only(server: TempServer, on: bool) -> None:

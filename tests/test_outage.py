@@ -16,7 +16,7 @@ from psycopg import sql
 
 import unipool
 from tests._modes import open_pool
-from unipool._tempserver import TempServer
+from unipool.testing import TempServer
 
 SECRET = "s3cr3t-Pa55word"
 

@@ -25,7 +25,7 @@ import unipool
 from tests._modes import ModePool, in_thread, open_pool
 from tests._pgbouncer import PgBouncer, RenamingProxy, find_pgbouncer
 from unipool._dsn import parse_dsn
-from unipool._tempserver import TempServer
+from unipool.testing import TempServer
 
 #: PgBouncer's server connections, fewer than the pool's client connections.
 SERVER_POOL = 3

@@ -18,7 +18,7 @@ import pytest
 import unipool
 from tests._modes import in_thread, open_pool
 from unipool._dsn import parse_dsn
-from unipool._tempserver import CertificateAuthority, TempServer
+from unipool.testing import CertificateAuthority, TempServer
 
 ENCRYPTED = "select ssl from pg_stat_ssl where pid = pg_backend_pid()"
 

@@ -40,13 +40,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.command == "bench":
-        from ._bench import bench as run_bench
+    from ._demo import NoServer
 
-        return run_bench(args.dsn, args.quick, args.json, args.only, chart_path=args.chart)
-    from ._demo import demo as run_demo
+    try:
+        if args.command == "bench":
+            from ._bench import bench as run_bench
 
-    return run_demo(args.dsn, args.seconds, args.workers)
+            return run_bench(args.dsn, args.quick, args.json, args.only, chart_path=args.chart)
+        from ._demo import demo as run_demo
+
+        return run_demo(args.dsn, args.seconds, args.workers)
+    except NoServer as exc:
+        print(f"unipool {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

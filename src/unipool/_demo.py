@@ -127,16 +127,38 @@ def _cell(text: str, width: int) -> str:
     return text.rjust(width) if text[:1].isdigit() else text.ljust(width)
 
 
+class NoServer(Exception):
+    """Raised when no DSN is given and no throwaway server can be started."""
+
+
+_GIVE_ONE = "give a server with --dsn postgresql://... (or UNIPOOL_DSN)"
+
+
 @contextlib.contextmanager
 def server_dsn(dsn: str | None, say: Callable[[str], None]) -> Iterator[str]:
-    """``dsn``, or that of a throwaway server started for the occasion."""
+    """``dsn``, or that of a throwaway server started for the occasion.
+
+    Raises:
+        NoServer: no *dsn*, and no throwaway server could be started.
+    """
     if dsn:
         yield dsn
         return
-    from ._tempserver import TempServer
+    from ._tempserver import ServerBinariesNotFound, TempServer
 
-    say("no DSN given: starting a throwaway PostgreSQL server...")
-    with TempServer() as server:
+    server = TempServer()
+    try:
+        say(f"no DSN given: starting a throwaway PostgreSQL server from {server.bindir}...")
+        server.start()
+    except ServerBinariesNotFound as exc:
+        server.cleanup()
+        raise NoServer(f"no DSN given and {exc}; or {_GIVE_ONE}") from exc
+    except RuntimeError as exc:
+        server.cleanup()
+        raise NoServer(
+            f"could not start a throwaway PostgreSQL server ({_GIVE_ONE}): {exc}"
+        ) from exc
+    with server:
         say(f"server ready on {server.host}:{server.port}")
         yield server.dsn(dbname="test")
 

