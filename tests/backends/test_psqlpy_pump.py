@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import inspect
-import os
 import socket
 import threading
 import time
@@ -27,20 +26,10 @@ from unipool.backends._psqlpy_pump import (
 )
 
 T = TypeVar("T")
-DSN = os.environ.get("UNIPOOL_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def run(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     return trio.run(fn, *args)
-
-
-@pytest.fixture(scope="module")
-def dsn() -> str:
-    try:
-        pump_sync(psqlpy.connect(dsn=DSN, connect_timeout_sec=3)).close()
-    except psqlpy.Error as ex:
-        pytest.skip(f"no test database at {DSN}: {ex}")
-    return DSN
 
 
 @pytest.fixture
