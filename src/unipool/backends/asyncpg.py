@@ -42,18 +42,17 @@ from .._errors import (
     make_database_error,
 )
 from .._record import Record, column_index
-from .._sql import RESET_SESSION
+from .._sql import reset_statement
 from ._bridged import AsyncBridge, SyncBridge
+from ._session import connect_failed, is_lost
 from .base import ConnectParams, CopyTarget, Runtime
-
-_LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
 
 
 def _map_error(exc: BaseException, conn: asyncpg.Connection) -> Error:
     """The unipool exception for an asyncpg error raised while using ``conn``."""
     if isinstance(exc, asyncpg.PostgresError):
         sqlstate = exc.sqlstate
-        if sqlstate and (sqlstate[:2] == "08" or sqlstate in _LOST_SQLSTATES):
+        if is_lost(sqlstate):
             return ConnectionLost(str(exc), sqlstate=lost_sqlstate(str(exc), sqlstate))
         return make_database_error(
             sqlstate, exc.message or str(exc), detail=exc.detail, hint=exc.hint
@@ -180,11 +179,8 @@ class AsyncpgConn:
         raw = self.raw
         if raw.is_closed():
             return False
-        if raw.is_in_transaction():
-            statement = "ROLLBACK; " + RESET_SESSION if dirty else "ROLLBACK"
-        elif dirty:
-            statement = RESET_SESSION
-        else:
+        statement = reset_statement(raw.is_in_transaction(), dirty)
+        if not statement:
             return True
         await self.execute(statement, ())
         return not raw.is_in_transaction()
@@ -240,8 +236,7 @@ def _connect_error(exc: BaseException, params: ConnectParams) -> ConnectError:
         # No server answer (refused, unreachable, timed out, hung up, TLS failed); asyncpg
         # calls a hang-up 08003, libpq and psqlpy say nothing: 08001 for all.
         sqlstate = "08001"
-    permanent = True if _tls_failed(exc) else None
-    return ConnectError(message, dsn=params.dsn, sqlstate=sqlstate, permanent=permanent)
+    return connect_failed(message, params, sqlstate, tls=_tls_failed(exc))
 
 
 #: libpq parameters asyncpg does not know, and would send to the server as settings: the

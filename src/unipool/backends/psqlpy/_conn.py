@@ -30,13 +30,13 @@ from psqlpy import exceptions as pe
 
 from ..._errors import ConnectionLost, Error, NotSupportedError, make_database_error
 from ..._record import Record
-from ..._sql import RESET_SESSION, quote_ident
+from ..._sql import first_words, qualified_name, quote_ident, reset_statement
 from .._copyio import achunks, sink
 from ..base import POOL_CALL, ConnectParams, CopyTarget, TxStatus
-from ._copy import TABLE_COLUMNS, collected, format_copy, parse_copy, qualified
+from ._copy import TABLE_COLUMNS, collected, format_copy, parse_copy
 from ._errors import map_error
 from ._params import connect_args
-from ._statements import command_tag, first_words, split_statements, tx_after
+from ._statements import command_tag, split_statements, tx_after
 from ._values import NO_SHAPE, Shape, Stale, as_decimal, decode_new, find_decoders, is_numeric
 
 #: Seconds a server-side cancel (side connection included) may take.
@@ -398,9 +398,9 @@ class PsqlpyConn:
         return f"COPY {count}"
 
     async def copy_in(self, target: CopyTarget, source: Any, options: dict[str, Any]) -> str:
+        table, schema_name, wanted = target
         data = b"".join([chunk async for chunk in achunks(await collected(source))])
         if options.get("format") == "binary":
-            table, schema_name, wanted = target
             count = await self._extended(
                 lambda: self.raw.binary_copy_to_table(data, table, wanted, schema_name)
             )
@@ -410,7 +410,7 @@ class PsqlpyConn:
         casts = ", ".join(f"(r->>{i})::{kind}" for i, (_, kind) in enumerate(columns))
         names = ", ".join(quote_ident(name) for name, _ in columns)
         insert = (
-            f"INSERT INTO {qualified(target)} ({names}) SELECT {casts}"
+            f"INSERT INTO {qualified_name(table, schema_name)} ({names}) SELECT {casts}"
             " FROM json_array_elements($1::text::json) AS r"
         )
         tag = await self.execute(insert, [json.dumps(rows)])
@@ -419,9 +419,10 @@ class PsqlpyConn:
     async def copy_out(self, target: CopyTarget, output: Any, options: dict[str, Any]) -> str:
         if options.get("format") == "binary":
             raise NotSupportedError("psqlpy cannot COPY TO in binary format")
+        table, schema_name, _ = target
         columns = await self._columns(target)
         texts = ", ".join(f"{quote_ident(name)}::text" for name, _ in columns)
-        select = f"SELECT {texts} FROM {qualified(target)}"
+        select = f"SELECT {texts} FROM {qualified_name(table, schema_name)}"
         prepared = self._prepared
         result = await self._extended(lambda: self.raw.fetch(select, prepared=prepared), select)
         rows = result.result(as_tuple=True)
@@ -432,8 +433,8 @@ class PsqlpyConn:
 
     async def _columns(self, target: CopyTarget) -> list[tuple[str, str]]:
         """The (name, type) of the target's columns, all of them if none were named."""
-        table, _, wanted = target
-        found = await self.fetch(TABLE_COLUMNS, [qualified(target)])
+        table, schema_name, wanted = target
+        found = await self.fetch(TABLE_COLUMNS, [qualified_name(table, schema_name)])
         types = {row[0]: row[1] for row in found}
         for name in wanted or ():
             if name not in types:
@@ -453,12 +454,10 @@ class PsqlpyConn:
     async def reset(self, dirty: bool) -> bool:
         if self._broken:
             return False
-        parts = [] if self._tx is TxStatus.IDLE else ["ROLLBACK"]
+        statement = reset_statement(self._tx is not TxStatus.IDLE, dirty)
         if dirty:
-            parts.append(RESET_SESSION)
             self._forget()  # temp tables are gone: their statements may differ
-        if parts:
-            statement = "; ".join(parts)
+        if statement:
             await self._call(lambda: self.raw.execute_batch(statement), "ROLLBACK")
         return self._tx is TxStatus.IDLE
 

@@ -10,9 +10,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..._sql import quote_ident
-from ..base import CopyTarget
-
 #: The (name, type) of a table's columns, as COPY fills them.
 TABLE_COLUMNS = (
     "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute"
@@ -23,12 +20,6 @@ _UNESCAPE = re.compile(r"\\(x[0-9A-Fa-f]{1,2}|[0-7]{1,3}|.)", re.S)
 _ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 _ESCAPED = {v: "\\" + k for k, v in _ESCAPES.items()} | {"\\": "\\\\"}
 _LINES = re.compile(r"\r\n|\r|\n")
-
-
-def qualified(target: CopyTarget) -> str:
-    table, schema_name, _ = target
-    name = quote_ident(table)
-    return name if schema_name is None else f"{quote_ident(schema_name)}.{name}"
 
 
 async def collected(value: Any) -> Any:

@@ -15,8 +15,10 @@ from ..._errors import (
     DataError,
     Error,
     InterfaceError,
+    lost_sqlstate,
     make_database_error,
 )
+from .._session import connect_failed, refusal_sqlstate, tls_failed
 from ..base import ConnectParams
 
 _REPORT = re.compile(
@@ -75,28 +77,6 @@ _SQLSTATES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 _LOST = re.compile(
     r"connection closed|error communicating with the server|connection reset|broken pipe", re.I
 )
-_LOST_SQLSTATES = (
-    ("administrator command", "57P01"),
-    ("idle-in-transaction timeout", "25P03"),
-    ("shutting down", "57P03"),
-)
-_CONNECT_SQLSTATES = (
-    ("password authentication failed", "28P01"),
-    ('role "', "28000"),  # role "x" does not exist
-    ("no pg_hba.conf entry", "28000"),
-    ("not currently accepting connections", "55000"),
-    ('database "', "3D000"),  # database "x" does not exist
-    ("too many clients", "53300"),
-    ("too many connections", "53300"),
-    ("starting up", "57P03"),
-    ("shutting down", "57P03"),
-)
-#: psqlpy's words for a TLS failure, which no retry can cure.
-_TLS_FAILED = (
-    "server does not support tls",
-    "certificate verify failed",  # not trusted by the root certificate; host name not in it
-    "cannot create set ssl",  # the root certificate file is missing or unreadable
-)
 
 
 def _sqlstate(message: str) -> str | None:
@@ -118,8 +98,7 @@ def map_error(exc: BaseException, timed: bool = False) -> tuple[Error, bool]:
         or (report is None and _LOST.search(text))
         or (report is not None and report["severity"] != "ERROR")
     ):
-        code = next((c for t, c in _LOST_SQLSTATES if t in text), None)
-        return ConnectionLost(text, sqlstate=code), True
+        return ConnectionLost(text, sqlstate=lost_sqlstate(text)), True
     if report is not None:
         message = report["message"]
         code = _sqlstate(message)
@@ -137,14 +116,9 @@ _POOL_NOISE = "Database engine pool exception: Error occurred while creating a n
 def connect_error(exc: BaseException, params: ConnectParams) -> ConnectError:
     """The unipool exception for a failed connection attempt."""
     message = scrub(str(exc) or "connection timed out", params.secrets).replace(_POOL_NOISE, "")
-    lowered = message.lower()
     if "db error:" not in message:  # no server answer: refused, unreachable, timed out, TLS
-        tls_failed = any(text in lowered for text in _TLS_FAILED)
-        return ConnectError(
-            message, dsn=params.dsn, sqlstate="08001", permanent=True if tls_failed else None
-        )
-    code = next((c for t, c in _CONNECT_SQLSTATES if t in lowered), None)
-    return ConnectError(message, dsn=params.dsn, sqlstate=code)
+        return connect_failed(message, params, "08001", tls=tls_failed(message))
+    return connect_failed(message, params, refusal_sqlstate(message))
 
 
 def server_sqlstate(exc: BaseException) -> str | None:

@@ -9,6 +9,7 @@ from typing import Any
 import psqlpy
 
 from ..._dsn import TCP_PARAMS, ConnInfo, parse_dsn, root_cert, system_ca_file, tcp_options
+from .._session import options_with, startup_settings
 from ..base import ConnectParams
 
 #: libpq parameters psqlpy's DSN parser takes as they are, ...
@@ -85,18 +86,11 @@ def connect_args(params: ConnectParams) -> tuple[str, dict[str, Any]]:
     fallback = info.params.get("fallback_application_name")
     if fallback and "application_name" not in query:
         query["application_name"] = fallback
-    settings = dict(params.kwargs.get("server_settings") or {})
-    if params.pgbouncer and "application_name" in settings:
-        # PgBouncer takes application_name as a parameter of its own; it refuses `options`.
-        query["application_name"] = str(settings.pop("application_name"))
-    if params.command_timeout is not None:
-        settings.setdefault("statement_timeout", f"{int(params.command_timeout * 1000)}ms")
+    settings, application_name = startup_settings(params)
+    if application_name is not None:
+        query["application_name"] = application_name
     if settings:
-        options = [query.get("options", "")]
-        for key, value in settings.items():
-            escaped = str(value).replace("\\", "\\\\").replace(" ", "\\ ")
-            options.append(f"-c {key}={escaped}")
-        query["options"] = " ".join(o for o in options if o)
+        query["options"] = options_with(query.get("options", ""), settings)
     tcp = tcp_options(info.params, params.kwargs)
     query["keepalives"] = "1" if tcp.keepalives else "0"
     if tcp.keepalives:

@@ -3,13 +3,11 @@ the transaction status they leave."""
 
 from __future__ import annotations
 
-import functools
 import re
 
+from ..._sql import first_words
 from ..base import TxStatus
 
-_COMMENTS = re.compile(r"\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*", re.S)
-_WORD = re.compile(r"[A-Za-z]+")
 _TOKENS = re.compile(
     r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|(\$[A-Za-z_0-9]*\$).*?\1|;", re.S
 )
@@ -18,16 +16,6 @@ _MODIFIERS = frozenset({"OR", "REPLACE", "TEMP", "TEMPORARY", "UNLOGGED", "UNIQU
 _TWO_WORDS = frozenset({"MATERIALIZED", "FOREIGN", "EVENT", "ACCESS", "DEFAULT", "USER"})
 _TX_AFTER = {"BEGIN": TxStatus.INTRANS, "START": TxStatus.INTRANS, "COMMIT": TxStatus.IDLE,
              "END": TxStatus.IDLE, "ABORT": TxStatus.IDLE}  # fmt: skip
-
-
-@functools.lru_cache(maxsize=1024)
-def first_words(sql: str) -> tuple[str, ...]:
-    """The first words of a statement, upper-cased, padded with '' to three at least."""
-    start = _COMMENTS.match(sql).end()  # type: ignore[union-attr]  # it matches ''
-    if _WORD.match(sql, start) is None:
-        return ("", "", "")
-    words = [w.upper() for w in _WORD.findall(sql, start, start + 80)[:6]]
-    return (*words, *[""] * (3 - len(words)))
 
 
 def split_statements(sql: str) -> list[str]:
