@@ -383,7 +383,7 @@ class AsyncpgBackend:
 
         loop = shared_loop()
         conn: AsyncpgConn = loop.call(_connect, params)
-        return SyncBridge(conn, loop.call, _killer(loop.loop, conn))
+        return SyncBridge(conn, loop, _killer(loop.loop, conn))
 
     async def connect_async(self, params: ConnectParams, runtime: Runtime) -> Any:
         if runtime == "asyncio":
@@ -392,7 +392,7 @@ class AsyncpgBackend:
 
         loop = shared_loop()
         conn: AsyncpgConn = await loop.acall(_connect, params)
-        return AsyncBridge(conn, loop.acall, _killer(loop.loop, conn))
+        return AsyncBridge(conn, loop, _killer(loop.loop, conn))
 
 
 def _killer(loop: asyncio.AbstractEventLoop, conn: AsyncpgConn) -> Any:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import psqlpy
@@ -37,6 +37,8 @@ from ._conn import CANCEL_TIMEOUT, CUT_MESSAGE, PsqlpyConn
 from ._copy import collected
 from ._errors import connect_error, server_sqlstate
 from ._params import check_dsn, connect_args
+
+T = TypeVar("T")
 
 
 async def _connect(params: ConnectParams) -> PsqlpyConn:
@@ -100,13 +102,13 @@ def _pump_works() -> bool:
     return pump_works()
 
 
-def _loop_call(fn: Callable[..., Awaitable[Any]], *args: Any, timeout: float | None = None) -> Any:
+def _loop_call(fn: Callable[..., Awaitable[T]], *args: Any, timeout: float | None = None) -> T:
     from .._bridge import shared_loop
 
     return shared_loop().call(fn, *args, timeout=timeout)
 
 
-async def _loop_acall(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+async def _loop_acall(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     from .._bridge import shared_loop
 
     return await shared_loop().acall(fn, *args)
@@ -130,11 +132,11 @@ class _Pumped:
 
 
 class _PumpRunner(_Pumped):
-    """``run(fn, *args)`` for blocking code through the pump."""
+    """The `SyncRunner` through the pump."""
 
     __slots__ = ()
 
-    def __call__(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
+    def call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         from ._pump import _SyncPump, pump_sync
 
         self._pump = pump = _SyncPump()
@@ -149,13 +151,8 @@ class _PumpRunner(_Pumped):
             self._pump = None
 
 
-def _sync_runner(conn: PsqlpyConn) -> Callable[..., Any]:
-    """``run(fn, *args)`` for blocking code: the pump, or the shared loop thread."""
-    return _PumpRunner(conn) if _pump_works() else _loop_call
-
-
 class _TrioRunner(_Pumped):
-    """``await run(fn, *args)`` for trio through the pump."""
+    """The `AsyncRunner` through the pump."""
 
     __slots__ = ("_new_pump", "_pump_trio")
 
@@ -166,7 +163,7 @@ class _TrioRunner(_Pumped):
         self._new_pump = _TrioPump
         self._pump_trio = pump_trio
 
-    async def __call__(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
+    async def acall(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         conn = self._conn
         args = await _trio_args(args)
         self._pump = pump = self._new_pump()
@@ -186,9 +183,13 @@ class _TrioRunner(_Pumped):
                 self._pump = None
 
 
-async def _loop_runner(fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
-    """``await run(fn, *args)`` for trio through the shared asyncio loop thread."""
-    return await _loop_acall(fn, *await _trio_args(args))
+class _LoopRunner:
+    """The `AsyncRunner` through the shared asyncio loop thread."""
+
+    __slots__ = ()
+
+    async def acall(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        return await _loop_acall(fn, *await _trio_args(args))
 
 
 async def _trio_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -201,8 +202,7 @@ async def _trio_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
 
 async def _connect_trio(params: ConnectParams) -> PsqlpyConn:
     if not _pump_works():
-        conn: PsqlpyConn = await _loop_acall(_connect_timed, params)
-        return conn
+        return await _loop_acall(_connect_timed, params)
     from ._pump import pump_trio
 
     try:
@@ -224,11 +224,14 @@ class PsqlpyBackend:
         check_dsn(info)
 
     def connect_sync(self, params: ConnectParams) -> Any:
+        from .._bridge import shared_loop
         from .._bridged import SyncBridge
 
-        conn: PsqlpyConn = _loop_call(_connect_timed, params)
-        runner = _sync_runner(conn)
-        return SyncBridge(conn, runner, getattr(runner, "cut", conn.terminate))
+        conn = _loop_call(_connect_timed, params)
+        if not _pump_works():
+            return SyncBridge(conn, shared_loop(), conn.terminate)
+        runner = _PumpRunner(conn)
+        return SyncBridge(conn, runner, runner.cut)
 
     async def connect_async(self, params: ConnectParams, runtime: Runtime) -> Any:
         if runtime == "asyncio":
@@ -237,7 +240,7 @@ class PsqlpyBackend:
 
         conn = await _connect_trio(params)
         if not _pump_works():
-            return AsyncBridge(conn, _loop_runner, conn.terminate)
+            return AsyncBridge(conn, _LoopRunner(), conn.terminate)
         runner = _TrioRunner(conn)
         return AsyncBridge(conn, runner, runner.cut)
 
