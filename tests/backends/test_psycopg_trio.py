@@ -19,6 +19,7 @@ from psycopg import pq
 from psycopg.rows import dict_row
 
 from unipool.backends import _psycopg_trio as m
+from unipool.backends import _trio_waiting as waiting
 from unipool.backends._psycopg_trio import TrioConnection, check_psycopg_internals
 
 IDLE = pq.TransactionStatus.IDLE
@@ -197,13 +198,13 @@ def test_pipeline_read_or_write_waits(dsn: str, monkeypatch: pytest.MonkeyPatch)
     # enough data in flight to fill both socket buffers: pipeline mode must
     # then wait for "readable or writable" (a wait for writable only deadlocks)
     parks: list[int] = []
-    park_rw = m._park_rw
+    park_rw = waiting._park_rw
 
     async def counting_park_rw(fileno: int) -> int:
         parks.append(fileno)
         return await park_rw(fileno)
 
-    monkeypatch.setattr(m, "_park_rw", counting_park_rw)
+    monkeypatch.setattr(waiting, "_park_rw", counting_park_rw)
 
     async def main() -> None:
         async with await TrioConnection.connect(dsn, autocommit=True) as conn:
@@ -607,7 +608,7 @@ def test_wait_read_or_write(monkeypatch: pytest.MonkeyPatch) -> None:
                     a.send(b"x" * 65536)
             except BlockingIOError:
                 pass
-            assert m._ready_now(a.fileno(), m._RW) == 0
+            assert waiting._ready_now(a.fileno(), waiting._RW) == 0
             async with trio.open_nursery() as nursery:
 
                 async def peer_writes() -> None:
@@ -616,6 +617,6 @@ def test_wait_read_or_write(monkeypatch: pytest.MonkeyPatch) -> None:
 
                 nursery.start_soon(peer_writes)
                 with trio.fail_after(2):
-                    assert await m._park(a.fileno(), m._RW) == m._R
+                    assert await waiting._park(a.fileno(), waiting._RW) == waiting._R
 
     run(main)
