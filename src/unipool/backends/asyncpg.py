@@ -83,10 +83,15 @@ def _records(rows: list[asyncpg.Record]) -> list[Record]:
     return [Record(tuple(row), names) for row in rows]
 
 
-def _poller(raw: asyncpg.Connection) -> select.poll | None:
-    """A poller on the connection's socket, if asyncpg lets us find it (private API)."""
+def _socket(raw: asyncpg.Connection) -> Any:
+    """The connection's socket, if asyncpg lets us find it (private API)."""
     transport = getattr(raw, "_transport", None)
-    sock = transport.get_extra_info("socket") if transport is not None else None
+    return None if transport is None else transport.get_extra_info("socket")
+
+
+def _poller(raw: asyncpg.Connection) -> select.poll | None:
+    """A poller on the connection's socket, if it can be found."""
+    sock = _socket(raw)
     if sock is None:
         return None
     poller = select.poll()
@@ -199,8 +204,7 @@ class AsyncpgConn:
                 transport._sock = None  # type: ignore[union-attr]  # closed: no warning later
 
     def fileno(self) -> int | None:
-        transport = getattr(self.raw, "_transport", None)
-        sock = transport.get_extra_info("socket") if transport is not None else None
+        sock = _socket(self.raw)
         return None if sock is None else int(sock.fileno())
 
 
@@ -294,8 +298,7 @@ def _set_tcp_options(raw: asyncpg.Connection, tcp: TcpOptions) -> None:
     The socket is found through asyncpg's private ``_transport``; ``tests/test_keepalive.py``
     reads the options back from the socket, so it fails if that ever stops working.
     """
-    transport = getattr(raw, "_transport", None)
-    sock = transport.get_extra_info("socket") if transport is not None else None
+    sock = _socket(raw)
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return  # a unix socket: no TCP options, as with libpq
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, int(tcp.keepalives))
