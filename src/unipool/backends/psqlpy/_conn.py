@@ -43,11 +43,15 @@ from ._values import NO_SHAPE, Shape, Stale, as_decimal, decode_new, find_decode
 CANCEL_TIMEOUT = 5.0
 #: Statements whose result shape or parameter types a connection remembers.
 _CACHE_MAX = 512
+#: The rows a DML statement without RETURNING touched, counted through a CTE.
 _COUNT = "SELECT count(*) FROM dml"
 _RETURNING = re.compile(r"\breturning\b", re.I)
+#: Statements that may return rows (others run as a batch).
 _ROWS = frozenset({"SELECT", "WITH", "VALUES", "TABLE", "SHOW", "EXPLAIN", "FETCH", "INSERT",
                    "UPDATE", "DELETE", "MERGE", "CALL"})  # fmt: skip
+#: Statements after which what is known of other statements' results may be stale.
 _DDL = frozenset({"CREATE", "ALTER", "DROP", "DISCARD"})
+#: The open connections, closed before the interpreter exits.
 _live: weakref.WeakSet[PsqlpyConn] = weakref.WeakSet()
 _PARAM_TYPES = (
     "SELECT parameter_types::text[] FROM pg_prepared_statements WHERE statement = $1 LIMIT 1"
