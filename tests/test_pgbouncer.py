@@ -291,13 +291,13 @@ def test_psqlpy_names_misplaced_statements() -> None:
     pytest.importorskip("psqlpy")
     from psqlpy import exceptions as pe
 
-    from unipool.backends import psqlpy as adapter
+    from unipool.backends.psqlpy import _errors
 
     for message, sqlstate in [
         ('prepared statement "s7" already exists', "42P05"),
         ('prepared statement "s7" does not exist', "26000"),
         ("unnamed prepared statement does not exist", "26000"),
     ]:
-        error, broken = adapter._map_error(pe.ConnectionExecuteError(f"db error: ERROR: {message}"))
+        error, broken = _errors.map_error(pe.ConnectionExecuteError(f"db error: ERROR: {message}"))
         assert isinstance(error, unipool.DatabaseError), message
         assert (error.sqlstate, broken) == (sqlstate, False), message

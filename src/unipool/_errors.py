@@ -459,6 +459,7 @@ _LOST_REASONS = (
     ("crash of another server process", "57P02"),
     ("idle-session timeout", "57P05"),
     ("idle-in-transaction timeout", "25P03"),
+    ("shutting down", "57P03"),
 )
 
 

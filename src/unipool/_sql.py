@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -12,6 +13,16 @@ RESET_SESSION = (
     "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; "
     "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES"
 )
+
+
+def reset_statement(in_transaction: bool, dirty: bool) -> str:
+    """What a release's reset sends: a rollback of an open transaction, then
+    `RESET_SESSION` if the session may have changed; ``""`` for nothing."""
+    parts = ["ROLLBACK"] if in_transaction else []
+    if dirty:
+        parts.append(RESET_SESSION)
+    return "; ".join(parts)
+
 
 ISOLATION_LEVELS = {
     "read_committed": "READ COMMITTED",
@@ -44,7 +55,8 @@ _CLEAN_FIRST_WORDS = frozenset(
 )
 _SESSION_CHANGERS = re.compile(r"set_config|advisory|dblink|\btemp(?:orary)?\b", re.IGNORECASE)
 _SELECT_INTO = re.compile(r"\binto\b", re.IGNORECASE)
-_FIRST_WORD = re.compile(r"\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*([A-Za-z]+)", re.DOTALL)
+_COMMENTS = re.compile(r"\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*", re.DOTALL)
+_WORD = re.compile(r"[A-Za-z]+")
 _cache: dict[str, bool] = {}
 _CACHE_MAX = 4096
 
@@ -61,8 +73,7 @@ def leaves_session_clean(sql: str) -> bool:
     known = _cache.get(sql)
     if known is not None:
         return known
-    match = _FIRST_WORD.match(sql)
-    first = match.group(1).lower() if match else ""
+    first = first_words(sql)[0].lower()
     clean = (
         ";" not in sql.rstrip().rstrip(";")
         and first in _CLEAN_FIRST_WORDS
@@ -73,6 +84,17 @@ def leaves_session_clean(sql: str) -> bool:
         _cache.clear()
     _cache[sql] = clean
     return clean
+
+
+@functools.lru_cache(maxsize=1024)
+def first_words(sql: str) -> tuple[str, ...]:
+    """The first words of a statement, comments skipped, upper-cased, padded with '' to
+    three at least."""
+    start = _COMMENTS.match(sql).end()  # type: ignore[union-attr]  # it matches ''
+    if _WORD.match(sql, start) is None:
+        return ("", "", "")
+    words = [w.upper() for w in _WORD.findall(sql, start, start + 80)[:6]]
+    return (*words, *[""] * (3 - len(words)))
 
 
 def begin_statement(isolation: str | None, readonly: bool, deferrable: bool) -> str:
@@ -104,6 +126,12 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def qualified_name(table: str, schema_name: str | None) -> str:
+    """``table``, in ``schema_name`` if given, as a quoted SQL name."""
+    name = quote_ident(table)
+    return name if schema_name is None else f"{quote_ident(schema_name)}.{name}"
+
+
 def check_copy_options(options: dict[str, Any]) -> dict[str, Any]:
     """The COPY options that are set, validated.
 
@@ -129,9 +157,7 @@ def copy_statement(
     options: dict[str, Any],
 ) -> str:
     """``COPY [schema.]table [(columns)] FROM STDIN | TO STDOUT [WITH (...)]``."""
-    target = quote_ident(table)
-    if schema_name is not None:
-        target = f"{quote_ident(schema_name)}.{target}"
+    target = qualified_name(table, schema_name)
     if columns:
         target += " (" + ", ".join(quote_ident(c) for c in columns) + ")"
     parts = []

@@ -581,13 +581,14 @@ def test_an_interrupted_call_leaves_the_bridge_unsure_until_a_full_reset() -> No
     a cancel): its own idea of the session cannot be trusted until a reset ran there."""
     from unipool.backends._bridged import SyncBridge
 
-    def run(fn: Any, *args: Any) -> Any:
-        if fn.__name__ == "execute" and args[0] == "interrupted":
-            raise KeyboardInterrupt
-        return asyncio.run(fn(*args))
+    class Runner:
+        def call(self, fn: Any, *args: Any) -> Any:
+            if fn.__name__ == "execute" and args[0] == "interrupted":
+                raise KeyboardInterrupt
+            return asyncio.run(fn(*args))
 
     inner = _Inner()
-    bridge = SyncBridge(inner, run, lambda: None)  # type: ignore[arg-type]
+    bridge = SyncBridge(inner, Runner(), lambda: None)  # type: ignore[arg-type]
     assert bridge.execute("select 1", ()) == "OK" and bridge.is_clean()
     with pytest.raises(KeyboardInterrupt):
         bridge.execute("interrupted", ())

@@ -28,6 +28,7 @@ from tests._modes import ModePool, in_thread, open_pool
 import unipool
 from unipool.backends import psqlpy as adapter
 from unipool.backends.base import ConnectParams, TxStatus
+from unipool.backends.psqlpy import _errors, _statements
 
 pytest.importorskip("psqlpy")
 
@@ -261,20 +262,20 @@ async def test_copy_in_columns_and_binary(pools: tuple[ModePool, ModePool]) -> N
 
 
 def test_statement_text_helpers() -> None:
-    assert adapter._statements("select ';' ; select $$;$$; -- x;\n") == [
+    assert _statements.split_statements("select ';' ; select $$;$$; -- x;\n") == [
         "select ';' ",
         " select $$;$$",
     ]
-    assert adapter._statements('select 1 as "a;b"') == ['select 1 as "a;b"']
-    assert adapter._command_tag("create or replace function f() ...", 0) == "CREATE FUNCTION"
-    assert adapter._command_tag("  /* c */ start transaction", 0) == "START TRANSACTION"
+    assert _statements.split_statements('select 1 as "a;b"') == ['select 1 as "a;b"']
+    assert _statements.command_tag("create or replace function f() ...", 0) == "CREATE FUNCTION"
+    assert _statements.command_tag("  /* c */ start transaction", 0) == "START TRANSACTION"
     tx = TxStatus
-    assert adapter._tx_after("rollback to savepoint s", tx.INERROR) is tx.INTRANS
-    assert adapter._tx_after("rollback", tx.INERROR) is tx.IDLE
-    assert adapter._tx_after("commit", tx.INTRANS) is tx.IDLE
-    assert adapter._tx_after("begin isolation level serializable", tx.IDLE) is tx.INTRANS
-    assert adapter._tx_after("prepare transaction 'x'", tx.INTRANS) is tx.IDLE
-    assert adapter._tx_after("select 1", tx.INTRANS) is tx.INTRANS
+    assert _statements.tx_after("rollback to savepoint s", tx.INERROR) is tx.INTRANS
+    assert _statements.tx_after("rollback", tx.INERROR) is tx.IDLE
+    assert _statements.tx_after("commit", tx.INTRANS) is tx.IDLE
+    assert _statements.tx_after("begin isolation level serializable", tx.IDLE) is tx.INTRANS
+    assert _statements.tx_after("prepare transaction 'x'", tx.INTRANS) is tx.IDLE
+    assert _statements.tx_after("select 1", tx.INTRANS) is tx.INTRANS
 
 
 def test_error_messages_are_parsed() -> None:
@@ -284,20 +285,20 @@ def test_error_messages_are_parsed() -> None:
         "Cannot execute query, error - db error: ERROR: duplicate key value violates unique "
         'constraint "t_pkey"\nDETAIL: Key (id)=(1) already exists.\nHINT: a hint'
     )
-    error, broken = adapter._map_error(pe.ConnectionExecuteError(text))
+    error, broken = _errors.map_error(pe.ConnectionExecuteError(text))
     assert isinstance(error, unipool.UniqueViolation) and not broken
     assert (error.sqlstate, error.detail, error.hint) == ("23505", "Key (id)=(1) already exists.",
                                                           "a hint")  # fmt: skip
     timeout = "db error: ERROR: canceling statement due to statement timeout"
-    error, _ = adapter._map_error(pe.DatabaseError(timeout), timed=True)
+    error, _ = _errors.map_error(pe.DatabaseError(timeout), timed=True)
     assert isinstance(error, unipool.CommandTimeout)
-    error, _ = adapter._map_error(pe.DatabaseError(timeout))
+    error, _ = _errors.map_error(pe.DatabaseError(timeout))
     assert type(error) is unipool.QueryCanceled
     lost = "db error: FATAL: terminating connection due to administrator command"
-    error, broken = adapter._map_error(pe.DatabaseError(lost))
+    error, broken = _errors.map_error(pe.DatabaseError(lost))
     assert isinstance(error, unipool.ConnectionLost) and error.sqlstate == "57P01" and broken
     mine = "db error: ERROR: connection closed by the remote peer, says the user"
-    error, broken = adapter._map_error(pe.DatabaseError(mine))
+    error, broken = _errors.map_error(pe.DatabaseError(mine))
     assert type(error) is unipool.DatabaseError and not broken
 
 

@@ -16,8 +16,8 @@ import psqlpy
 import pytest
 import trio
 
-from unipool.backends import _psqlpy_pump
-from unipool.backends._psqlpy_pump import (
+from unipool.backends.psqlpy import _pump
+from unipool.backends.psqlpy._pump import (
     TESTED_PSQLPY,
     check_pump,
     pump_sync,
@@ -82,21 +82,21 @@ def test_canary_pump_drives_installed_psqlpy() -> None:
     assert pump_works()
     assert ".".join(version.split(".")[:2]) in TESTED_PSQLPY, (
         f"psqlpy {version} is not in TESTED_PSQLPY {TESTED_PSQLPY}: re-verify the psqlpy pump "
-        f"(unipool.backends._psqlpy_pump.PUMP_RELIES_ON) against it, then add it"
+        f"(unipool.backends.psqlpy._pump.PUMP_RELIES_ON) against it, then add it"
     )
 
 
 def test_canary_detects_an_asyncio_only_psqlpy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_psqlpy_pump, "_set_running_loop", lambda loop: None)
-    problem = _psqlpy_pump._problem.__wrapped__()
+    monkeypatch.setattr(_pump, "_set_running_loop", lambda loop: None)
+    problem = _pump._problem.__wrapped__()
     assert problem is not None
     assert "cannot drive psqlpy" in problem
     assert "no running event loop" in problem
 
 
 def test_canary_rejects_an_untested_psqlpy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_psqlpy_pump, "TESTED_PSQLPY", ("0.0",))
-    problem = _psqlpy_pump._problem.__wrapped__()
+    monkeypatch.setattr(_pump, "TESTED_PSQLPY", ("0.0",))
+    problem = _pump._problem.__wrapped__()
     assert problem is not None
     assert "re-verify" in problem
     assert "its self-test passes" in problem
@@ -191,7 +191,7 @@ def test_trio_abort_stops_waiting() -> None:
 
     async def main(from_thread: bool) -> None:
         coro = fake_op(1, wakes=0)
-        pump = _psqlpy_pump._TrioPump()
+        pump = _pump._TrioPump()
         error = ConnectionError("cut")
         async with trio.open_nursery() as nursery:
             if from_thread:
@@ -210,14 +210,14 @@ def test_trio_abort_stops_waiting() -> None:
 def test_trio_abort_before_or_after_the_run() -> None:
     """Aborted before it runs, a pump fails at once; after, the abort reaches nobody."""
 
-    async def main() -> _psqlpy_pump._TrioPump:
-        early = _psqlpy_pump._TrioPump()
+    async def main() -> _pump._TrioPump:
+        early = _pump._TrioPump()
         early.abort(ConnectionError("cut"))
         coro = fake_op(1)
         with pytest.raises(ConnectionError):
             await pump_trio(coro, early)
         assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
-        done = _psqlpy_pump._TrioPump()
+        done = _pump._TrioPump()
         assert await pump_trio(fake_op(2), done) == 2
         done.abort(ConnectionError("late"))
         assert await pump_trio(fake_op(3, wakes=2)) == 3  # not woken by the late abort

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg
@@ -18,6 +19,7 @@ from psycopg import pq
 from psycopg.rows import dict_row
 
 from unipool.backends import _psycopg_trio as m
+from unipool.backends import _trio_waiting as waiting
 from unipool.backends._psycopg_trio import TrioConnection, check_psycopg_internals
 from unipool.testing import TempServer
 
@@ -197,13 +199,13 @@ def test_pipeline_read_or_write_waits(dsn: str, monkeypatch: pytest.MonkeyPatch)
     # enough data in flight to fill both socket buffers: pipeline mode must
     # then wait for "readable or writable" (a wait for writable only deadlocks)
     parks: list[int] = []
-    park_rw = m._park_rw
+    park_rw = waiting._park_rw
 
     async def counting_park_rw(fileno: int) -> int:
         parks.append(fileno)
         return await park_rw(fileno)
 
-    monkeypatch.setattr(m, "_park_rw", counting_park_rw)
+    monkeypatch.setattr(waiting, "_park_rw", counting_park_rw)
 
     async def main() -> None:
         async with await TrioConnection.connect(dsn, autocommit=True) as conn:
@@ -566,23 +568,32 @@ def test_connect_timeout_silent_server() -> None:
         run(main, srv.getsockname()[1])
 
 
-def test_connect_timeout_unanswered_syn() -> None:
-    """The TCP handshake itself never completes: a listener whose accept queue is full drops
-    new SYNs (Linux), as an unroutable address would, but on loopback."""
+@pytest.fixture
+def unanswered_port() -> Iterator[int]:
+    """A local port whose TCP handshake never completes: a listener that accepts nothing,
+    its backlog already full, so that the kernel drops further connection requests."""
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(2):  # one fills the backlog, the next one waits unanswered
+            filler = stack.enter_context(socket.socket())
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+        yield port
 
-    async def main(port: int) -> None:
+
+def test_connect_timeout_unanswered(unanswered_port: int) -> None:
+    async def main() -> None:
         t0 = time.monotonic()
         with pytest.raises(e.ConnectionTimeout):
             await TrioConnection.connect(
-                host="127.0.0.1", port=port, user="postgres", dbname="test", connect_timeout=1
+                host="127.0.0.1", port=unanswered_port, user="postgres", connect_timeout=1
             )
         assert 0.9 < time.monotonic() - t0 < 4.0  # libpq rounds connect_timeout up to 2s
 
-    with socket.socket() as srv, socket.socket() as filler:
-        srv.bind(("127.0.0.1", 0))
-        srv.listen(0)  # room for one connection, never accepted
-        filler.connect(srv.getsockname())
-        run(main, srv.getsockname()[1])
+    run(main)
 
 
 def test_wait_read_or_write(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -596,7 +607,7 @@ def test_wait_read_or_write(monkeypatch: pytest.MonkeyPatch) -> None:
                     a.send(b"x" * 65536)
             except BlockingIOError:
                 pass
-            assert m._ready_now(a.fileno(), m._RW) == 0
+            assert waiting._ready_now(a.fileno(), waiting._RW) == 0
             async with trio.open_nursery() as nursery:
 
                 async def peer_writes() -> None:
@@ -605,6 +616,6 @@ def test_wait_read_or_write(monkeypatch: pytest.MonkeyPatch) -> None:
 
                 nursery.start_soon(peer_writes)
                 with trio.fail_after(2):
-                    assert await m._park(a.fileno(), m._RW) == m._R
+                    assert await waiting._park(a.fileno(), waiting._RW) == waiting._R
 
     run(main)

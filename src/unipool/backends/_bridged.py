@@ -1,40 +1,56 @@
 """Carry an async driver connection into blocking code or trio through a runner.
 
 asyncpg and psqlpy only offer coroutines. A *runner* runs one of their
-coroutine functions to completion in the caller's world: for blocking code a
-callable ``run(fn, *args) -> result``, for trio an async ``run(fn, *args)``.
-The runner owns timeouts and cancellation: when the caller gives up, the
-operation is cancelled where it runs and waited for before the caller goes on.
+coroutine functions to completion in the caller's world: `SyncRunner` for
+blocking code, `AsyncRunner` for trio. The shared asyncio loop thread
+(`_bridge.LoopThread`) is both; psqlpy's pumps are one each. The runner owns
+timeouts and cancellation: when the caller gives up, the operation is
+cancelled where it runs and waited for before the caller goes on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from .._errors import Error
 from .._record import Record
 from .base import AsyncConn, CopyTarget
 
-SyncRunner = Callable[..., Any]
-AsyncRunner = Callable[..., Awaitable[Any]]
+T = TypeVar("T")
+
+
+class SyncRunner(Protocol):
+    """Runs a coroutine function to completion from a blocking thread."""
+
+    def call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        """``fn(*args)``'s outcome; if the caller gives up, the call is stopped first."""
+        ...
+
+
+class AsyncRunner(Protocol):
+    """Runs a coroutine function to completion from a trio task."""
+
+    async def acall(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        """``fn(*args)``'s outcome; if the task is cancelled, the call is stopped first."""
+        ...
 
 
 class SyncBridge:
-    """A blocking connection over an async one, through ``run``."""
+    """A blocking connection over an async one, through a `SyncRunner`."""
 
-    __slots__ = ("_kill", "_run", "_unsure", "inner", "raw")
+    __slots__ = ("_kill", "_runner", "_unsure", "inner", "raw")
 
-    def __init__(self, inner: AsyncConn, run: SyncRunner, kill: Callable[[], None]) -> None:
+    def __init__(self, inner: AsyncConn, runner: SyncRunner, kill: Callable[[], None]) -> None:
         self.inner = inner
         self.raw = inner.raw
-        self._run = run
+        self._runner = runner
         self._kill = kill
         self._unsure = False
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
-            return self._run(fn, *args)
+            return self._runner.call(fn, *args)
         except BaseException as exc:
             self._unsure |= _unsure_after(exc)
             raise
@@ -91,20 +107,20 @@ class SyncBridge:
 
 
 class AsyncBridge:
-    """An async connection for one event loop over one that lives elsewhere."""
+    """A trio connection over an async one that lives elsewhere, through an `AsyncRunner`."""
 
-    __slots__ = ("_kill", "_run", "_unsure", "inner", "raw")
+    __slots__ = ("_kill", "_runner", "_unsure", "inner", "raw")
 
-    def __init__(self, inner: AsyncConn, run: AsyncRunner, kill: Callable[[], None]) -> None:
+    def __init__(self, inner: AsyncConn, runner: AsyncRunner, kill: Callable[[], None]) -> None:
         self.inner = inner
         self.raw = inner.raw
-        self._run = run
+        self._runner = runner
         self._kill = kill
         self._unsure = False
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
-            return await self._run(fn, *args)
+            return await self._runner.acall(fn, *args)
         except BaseException as exc:
             self._unsure |= _unsure_after(exc)
             raise

@@ -1,12 +1,11 @@
 """A psycopg `AsyncConnection` that runs under trio.
 
 psycopg's async connection waits on its socket through asyncio.  Its protocol
-is sans-I/O though: generators yield what they wait for (`Wait` flags, or
-``(fileno, Wait)`` pairs while connecting) and are sent back `Ready` flags.
-`TrioConnection` drives those generators with trio's socket waits and
-replaces the connection lock, so cursors, transactions, COPY, server-side
-cursors and pipelines work unchanged under `trio.run`.  Only meant for trio.
-Each wait polls the socket first and parks in trio only if it is not ready.
+is sans-I/O though: generators yield what they wait for and are sent back
+what is ready.  `TrioConnection` drives those generators with trio's socket
+waits (`_trio_waiting`) and replaces the connection lock, so cursors,
+transactions, COPY, server-side cursors and pipelines work unchanged under
+`trio.run`.  Only meant for trio.
 
 Cancellation: a trio cancellation (or KeyboardInterrupt) arriving while a
 query runs cancels the query on the server, drains its results (shielded,
@@ -27,17 +26,14 @@ enforced: see `_TIMEOUT_IN_WAIT`.
 
 from __future__ import annotations
 
-import errno
 import importlib
 import inspect
 import logging
 import math
 import os
-import select
 import sys
 import warnings
 from ipaddress import ip_address
-from time import monotonic
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -49,8 +45,8 @@ from psycopg.abc import RV, AdaptContext, ConnDict, ConnParam, PQGen, PQGenConn
 from psycopg.adapt import AdaptersMap
 from psycopg.conninfo import conninfo_attempts, make_conninfo, timeout_from_conninfo
 from psycopg.rows import AsyncRowFactory, Row
-from psycopg.waiting import Ready, Wait
 
+from ._trio_waiting import Timeout, wait_conn, wait_gen
 from .base import POOL_CALL
 
 if TYPE_CHECKING:
@@ -93,29 +89,14 @@ PSYCOPG_INTERNALS: Final = (
 CANCEL_TIMEOUT: Final = 5.0
 #: Bound (seconds) of a wait in the cleanup code of a cancelled task.
 CLEANUP_TIMEOUT: Final = 5.0
-#: How long (seconds) waits may go without yielding to trio (socket always ready).
-MAX_BUSY_TIME: Final = 0.005
 #: First delay (seconds) before repeating an unanswered cancel request; doubles.
 _RECANCEL_INTERVAL: Final = 0.2
-#: Fallback poll period (seconds) for read-or-write waits without `select.epoll`.
-_RW_POLL_INTERVAL: Final = 0.01
 _WAIT_INTERVAL: Final = 0.1
-
-_R: Final = int(Wait.R)
-_W: Final = int(Wait.W)
-_RW: Final = int(Wait.RW)
-assert int(Ready.R) == _R and int(Ready.W) == _W
 
 _ACTIVE: Final = pq.TransactionStatus.ACTIVE
 _INTERRUPTED: Final = (trio.Cancelled, KeyboardInterrupt, SystemExit)
-_SOCKET_GONE: Final = (OSError, trio.ClosedResourceError)
 
 _checked = False
-_last_yield = 0.0  # when a wait last yielded to trio
-
-
-class _Timeout(Exception):
-    """A driver's time limit expired (callers raise psycopg's error for it)."""
 
 
 def _accepts(func: Any, param: str) -> bool:
@@ -170,72 +151,6 @@ def check_psycopg_internals() -> None:
         )
 
 
-# Socket readiness
-
-
-if hasattr(select, "poll"):
-    _POLLIN: Final = select.POLLIN
-    _POLLOUT: Final = select.POLLOUT
-    _POLLBAD: Final = select.POLLERR | select.POLLHUP
-
-    def _ready_now(fileno: int, wait: int) -> int:
-        """Return the `Ready` flags of `fileno` for `wait`, without blocking."""
-        p = select.poll()
-        p.register(fileno, (_POLLIN if wait & _R else 0) | (_POLLOUT if wait & _W else 0))
-        ready = 0
-        for _, ev in p.poll(0):
-            if ev & select.POLLNVAL:
-                raise OSError(errno.EBADF, "bad file descriptor")
-            if ev & _POLLBAD:
-                return wait  # let libpq find the error
-            ready |= (_R if ev & _POLLIN else 0) | (_W if ev & _POLLOUT else 0)
-        return ready
-
-else:  # pragma: no cover - Windows
-
-    def _ready_now(fileno: int, wait: int) -> int:
-        """Return the `Ready` flags of `fileno` for `wait`, without blocking."""
-        rl, wl, xl = select.select(
-            [fileno] if wait & _R else [], [fileno] if wait & _W else [], [fileno], 0
-        )
-        return wait if xl else (_R if rl else 0) | (_W if wl else 0)
-
-
-if hasattr(select, "epoll"):
-
-    async def _park_rw(fileno: int) -> int:
-        """Wait until `fileno` is readable or writable (through a nested epoll)."""
-        with select.epoll(1) as ep:
-            ep.register(fileno, select.EPOLLIN | select.EPOLLOUT)
-            while True:
-                await trio.lowlevel.wait_readable(ep.fileno())
-                if ready := _ready_now(fileno, _RW):
-                    return ready
-
-else:  # pragma: no cover - no epoll
-
-    async def _park_rw(fileno: int) -> int:
-        """Wait until `fileno` is readable or writable (polling for reads)."""
-        while True:
-            with trio.move_on_after(_RW_POLL_INTERVAL):
-                await trio.lowlevel.wait_writable(fileno)
-            if ready := _ready_now(fileno, _RW):
-                return ready
-
-
-async def _park(fileno: int, wait: int) -> int:
-    """Block until `fileno` is ready for `wait`; return the `Ready` flags."""
-    if wait == _R:
-        await trio.lowlevel.wait_readable(fileno)
-        return _R
-    if wait == _W:
-        await trio.lowlevel.wait_writable(fileno)
-        return _W
-    if wait == _RW:
-        return await _park_rw(fileno)
-    raise e.InternalError(f"bad poll status: {wait}")
-
-
 def _cleaning_up() -> bool:
     """Whether the task is cancelled while handling an exception.
 
@@ -244,95 +159,6 @@ def _cleaning_up() -> bool:
     asyncio's one-shot cancellation, so its waits must be allowed to run.
     """
     return sys.exc_info()[1] is not None and trio.current_effective_deadline() == -math.inf
-
-
-# Generator drivers
-
-
-async def _wait_gen(
-    gen: PQGen[RV], fileno: int, limit: float | None = None, tick: float | None = None
-) -> RV:
-    """Drive a query generator to completion on socket `fileno`.
-
-    Raise `_Timeout` after `limit` seconds.  With `tick`, send `Ready.NONE`
-    after `tick` seconds without readiness (psycopg < 3.3 generators).
-    """
-    global _last_yield
-    if limit is not None or tick is not None:
-        return await _wait_gen_slow(gen, fileno, limit, tick)
-    try:
-        s = next(gen)
-        while True:
-            # A zero-timeout poll is cheap (~1 µs) next to a park in trio's loop
-            # (~15 µs): a socket is almost always writable, and often readable
-            # already (fast queries); but yield now and then if never parking.
-            if ready := _ready_now(fileno, s):
-                if monotonic() - _last_yield >= MAX_BUSY_TIME:
-                    await trio.lowlevel.checkpoint()
-                    _last_yield = monotonic()
-            else:
-                ready = await _park(fileno, s)
-                _last_yield = monotonic()
-            s = gen.send(ready)
-    except StopIteration as ex:
-        if monotonic() - _last_yield >= MAX_BUSY_TIME:
-            await trio.lowlevel.checkpoint()
-            _last_yield = monotonic()
-        rv: RV = ex.value
-        return rv
-    except _SOCKET_GONE as ex:
-        raise e.OperationalError("connection socket closed") from ex
-
-
-async def _wait_gen_slow(
-    gen: PQGen[RV], fileno: int, limit: float | None, tick: float | None
-) -> RV:
-    """`_wait_gen()` with a time limit and/or ticks.
-
-    Data already available is processed: a zero `limit` polls once.
-    """
-    global _last_yield
-    deadline = math.inf if limit is None else trio.current_time() + max(limit, 0.0)
-    try:
-        s = next(gen)
-        while True:
-            if not (ready := _ready_now(fileno, s)):
-                now = trio.current_time()
-                if now >= deadline:
-                    raise _Timeout
-                wake = deadline if tick is None else min(deadline, now + max(tick, 0.0))
-                with trio.CancelScope(deadline=wake):
-                    ready = await _park(fileno, s)
-                    _last_yield = monotonic()
-                if not ready and tick is None:
-                    continue
-            s = gen.send(ready)
-    except StopIteration as ex:
-        rv: RV = ex.value
-        return rv
-    except _SOCKET_GONE as ex:
-        raise e.OperationalError("connection socket closed") from ex
-
-
-async def _wait_conn(gen: PQGenConn[RV], limit: float | None) -> RV:
-    """Drive a connection generator (yielding ``(fileno, Wait)``) to completion."""
-    deadline = math.inf if limit is None else trio.current_time() + limit
-    try:
-        fileno, s = next(gen)
-        with trio.CancelScope(deadline=deadline):
-            while True:
-                ready = _ready_now(fileno, s) if s & _W else 0
-                if not ready:
-                    ready = await _park(fileno, s)
-                fileno, s = gen.send(ready)
-        raise _Timeout
-    except StopIteration as ex:
-        rv: RV = ex.value
-        return rv
-    except _SOCKET_GONE as ex:
-        raise e.OperationalError("connection socket closed") from ex
-    finally:
-        gen.close()  # releases a half-open PGconn / PGcancelConn now
 
 
 # Connection
@@ -450,8 +276,8 @@ class TrioConnection(psycopg.AsyncConnection[Row]):
             descr = _attempt_descr(attempt)
             logger.debug("connection attempt: %s", descr)
             try:
-                conn = await _wait_conn(cls._connect_gen(make_conninfo("", **attempt)), timeout)
-            except _Timeout:
+                conn = await wait_conn(cls._connect_gen(make_conninfo("", **attempt)), timeout)
+            except Timeout:
                 failures.append((e.ConnectionTimeout("connection timeout expired"), descr))
             except e.Error as ex:
                 failures.append((ex, descr))
@@ -522,10 +348,10 @@ class TrioConnection(psycopg.AsyncConnection[Row]):
         try:
             if _cleaning_up():
                 with trio.CancelScope(deadline=trio.current_time() + CLEANUP_TIMEOUT, shield=True):
-                    return await _wait_gen(gen, fileno, timeout, tick)
+                    return await wait_gen(gen, fileno, timeout, tick)
                 # cleanup too slow: go on unshielded, which raises Cancelled
-            return await _wait_gen(gen, fileno, timeout, tick)
-        except _Timeout:
+            return await wait_gen(gen, fileno, timeout, tick)
+        except Timeout:
             raise e._WaitTimeout("wait timeout expired") from None
         except _INTERRUPTED:
             if self.pgconn.transaction_status == _ACTIVE:
@@ -552,8 +378,8 @@ class TrioConnection(psycopg.AsyncConnection[Row]):
     async def _cancel_request(self, limit: float | None) -> None:
         if psycopg.capabilities.has_cancel_safe():
             try:
-                await _wait_conn(self._new_cancel_gen(), limit)
-            except _Timeout:
+                await wait_conn(self._new_cancel_gen(), limit)
+            except Timeout:
                 raise e.CancellationTimeout("cancellation timeout expired") from None
         else:
             with trio.move_on_after(math.inf if limit is None else limit) as scope:
@@ -579,8 +405,8 @@ class TrioConnection(psycopg.AsyncConnection[Row]):
                     except Exception as ex:
                         logger.warning("query cancellation failed: %s", ex)
                     try:
-                        await _wait_gen(gen, fileno, pause)
-                    except _Timeout:
+                        await wait_gen(gen, fileno, pause)
+                    except Timeout:
                         # the server ignores a cancel arriving before it reads
                         # the query: send it again
                         logger.debug("query still running after cancel: cancelling again")

@@ -42,18 +42,17 @@ from .._errors import (
     make_database_error,
 )
 from .._record import Record, column_index
-from .._sql import RESET_SESSION
+from .._sql import reset_statement
 from ._bridged import AsyncBridge, SyncBridge
+from ._session import connect_failed, is_lost
 from .base import ConnectParams, CopyTarget, Runtime
-
-_LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
 
 
 def _map_error(exc: BaseException, conn: asyncpg.Connection) -> Error:
     """The unipool exception for an asyncpg error raised while using ``conn``."""
     if isinstance(exc, asyncpg.PostgresError):
         sqlstate = exc.sqlstate
-        if sqlstate and (sqlstate[:2] == "08" or sqlstate in _LOST_SQLSTATES):
+        if is_lost(sqlstate):
             return ConnectionLost(str(exc), sqlstate=lost_sqlstate(str(exc), sqlstate))
         return make_database_error(
             sqlstate, exc.message or str(exc), detail=exc.detail, hint=exc.hint
@@ -84,10 +83,15 @@ def _records(rows: list[asyncpg.Record]) -> list[Record]:
     return [Record(tuple(row), names) for row in rows]
 
 
-def _poller(raw: asyncpg.Connection) -> select.poll | None:
-    """A poller on the connection's socket, if asyncpg lets us find it (private API)."""
+def _socket(raw: asyncpg.Connection) -> Any:
+    """The connection's socket, if asyncpg lets us find it (private API)."""
     transport = getattr(raw, "_transport", None)
-    sock = transport.get_extra_info("socket") if transport is not None else None
+    return None if transport is None else transport.get_extra_info("socket")
+
+
+def _poller(raw: asyncpg.Connection) -> select.poll | None:
+    """A poller on the connection's socket, if it can be found."""
+    sock = _socket(raw)
     if sock is None:
         return None
     poller = select.poll()
@@ -180,11 +184,8 @@ class AsyncpgConn:
         raw = self.raw
         if raw.is_closed():
             return False
-        if raw.is_in_transaction():
-            statement = "ROLLBACK; " + RESET_SESSION if dirty else "ROLLBACK"
-        elif dirty:
-            statement = RESET_SESSION
-        else:
+        statement = reset_statement(raw.is_in_transaction(), dirty)
+        if not statement:
             return True
         await self.execute(statement, ())
         return not raw.is_in_transaction()
@@ -203,8 +204,7 @@ class AsyncpgConn:
                 transport._sock = None  # type: ignore[union-attr]  # closed: no warning later
 
     def fileno(self) -> int | None:
-        transport = getattr(self.raw, "_transport", None)
-        sock = transport.get_extra_info("socket") if transport is not None else None
+        sock = _socket(self.raw)
         return None if sock is None else int(sock.fileno())
 
 
@@ -240,8 +240,7 @@ def _connect_error(exc: BaseException, params: ConnectParams) -> ConnectError:
         # No server answer (refused, unreachable, timed out, hung up, TLS failed); asyncpg
         # calls a hang-up 08003, libpq and psqlpy say nothing: 08001 for all.
         sqlstate = "08001"
-    permanent = True if _tls_failed(exc) else None
-    return ConnectError(message, dsn=params.dsn, sqlstate=sqlstate, permanent=permanent)
+    return connect_failed(message, params, sqlstate, tls=_tls_failed(exc))
 
 
 #: libpq parameters asyncpg does not know, and would send to the server as settings: the
@@ -299,8 +298,7 @@ def _set_tcp_options(raw: asyncpg.Connection, tcp: TcpOptions) -> None:
     The socket is found through asyncpg's private ``_transport``; ``tests/test_keepalive.py``
     reads the options back from the socket, so it fails if that ever stops working.
     """
-    transport = getattr(raw, "_transport", None)
-    sock = transport.get_extra_info("socket") if transport is not None else None
+    sock = _socket(raw)
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return  # a unix socket: no TCP options, as with libpq
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, int(tcp.keepalives))
@@ -388,7 +386,7 @@ class AsyncpgBackend:
 
         loop = shared_loop()
         conn: AsyncpgConn = loop.call(_connect, params)
-        return SyncBridge(conn, loop.call, _killer(loop.loop, conn))
+        return SyncBridge(conn, loop, _killer(loop.loop, conn))
 
     async def connect_async(self, params: ConnectParams, runtime: Runtime) -> Any:
         if runtime == "asyncio":
@@ -397,7 +395,7 @@ class AsyncpgBackend:
 
         loop = shared_loop()
         conn: AsyncpgConn = await loop.acall(_connect, params)
-        return AsyncBridge(conn, loop.acall, _killer(loop.loop, conn))
+        return AsyncBridge(conn, loop, _killer(loop.loop, conn))
 
 
 def _killer(loop: asyncio.AbstractEventLoop, conn: AsyncpgConn) -> Any:

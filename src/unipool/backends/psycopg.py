@@ -38,8 +38,16 @@ from .._errors import (
     make_database_error,
 )
 from .._record import Record, column_index
-from .._sql import RESET_SESSION, copy_statement
+from .._sql import copy_statement, reset_statement
 from ._copyio import achunks, chunks, sink
+from ._session import (
+    connect_failed,
+    is_lost,
+    options_with,
+    refusal_sqlstate,
+    startup_settings,
+    tls_failed,
+)
 from .base import POOL_CALL, ConnectParams, CopyTarget, Runtime
 
 if TYPE_CHECKING:
@@ -48,34 +56,11 @@ if TYPE_CHECKING:
 _IDLE = pq.TransactionStatus.IDLE
 _OK = pq.ConnStatus.OK
 _IN_TRANSACTION = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
-_LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
 _BY_CLASS: tuple[tuple[type[psycopg.Error], type[Error]], ...] = (
     (psycopg.DataError, DataError),
     (psycopg.NotSupportedError, NotSupportedError),
     (psycopg.ProgrammingError, ProgrammingError),
 )
-#: libpq gives no SQLSTATE for a failed connection: it is read from the server's message.
-_FATAL_CONNECT = (
-    ("password authentication failed", "28P01"),
-    ('role "', "28000"),  # role "x" does not exist / is not permitted to log in
-    ("no pg_hba.conf entry", "28000"),
-    ("authentication failed", "28000"),
-    ("not currently accepting connections", "55000"),
-    ('database "', "3D000"),  # database "x" does not exist
-    ("too many clients", "53300"),
-    ("too many connections", "53300"),
-    ("starting up", "57P03"),
-    ("shutting down", "57P03"),
-    ("in recovery mode", "57P03"),
-)
-#: libpq's words for a TLS failure, which no retry can cure.
-_TLS_FAILED = (
-    "server does not support ssl",  # ..., but SSL was required
-    "certificate verify failed",
-    "does not match host name",  # server certificate for "x" does not match host name "y"
-    "root certificate file",  # ... does not exist / could not read ...
-)
-
 
 _ACTIVE = pq.TransactionStatus.ACTIVE
 _CANCEL_TIMEOUT = 5.0
@@ -156,11 +141,7 @@ def _map_error(exc: psycopg.Error, conn: psycopg.BaseConnection[Any]) -> Error:
     """The unipool exception for a psycopg error raised while using ``conn``."""
     sqlstate = exc.sqlstate
     message = str(exc)
-    if (
-        (sqlstate is not None and (sqlstate[:2] == "08" or sqlstate in _LOST_SQLSTATES))
-        or conn.broken
-        or conn.closed
-    ):
+    if is_lost(sqlstate) or conn.broken or conn.closed:
         return ConnectionLost(message, sqlstate=lost_sqlstate(message, sqlstate or "08006"))
     if sqlstate is not None:
         diag = exc.diag
@@ -178,36 +159,26 @@ def _map_error(exc: psycopg.Error, conn: psycopg.BaseConnection[Any]) -> Error:
 
 def _connect_error(exc: BaseException, params: ConnectParams) -> ConnectError:
     message = scrub(str(exc), params.secrets)
-    lowered = message.lower()
     sqlstate = getattr(exc, "sqlstate", None)
     if sqlstate is None and "FATAL:" in message:  # the server's refusal
-        sqlstate = next((code for text, code in _FATAL_CONNECT if text in lowered), None)
+        sqlstate = refusal_sqlstate(message)
     elif sqlstate is None:  # no server answer: refused, unreachable, timed out, TLS failed
         sqlstate = "08001"
-    tls_failed = any(text in lowered for text in _TLS_FAILED)
-    return ConnectError(
-        message, dsn=params.dsn, sqlstate=sqlstate, permanent=True if tls_failed else None
-    )
+    return connect_failed(message, params, sqlstate, tls=tls_failed(message))
 
 
 def _connect_kwargs(params: ConnectParams) -> dict[str, Any]:
     kwargs = dict(params.kwargs)
-    options = [kwargs.pop("options", "")] if "options" in kwargs else []
-    settings: dict[str, Any] = dict(kwargs.pop("server_settings", None) or {})
+    kwargs.pop("server_settings", None)
+    settings, application_name = startup_settings(params)
     if params.pgbouncer:
         # Behind PgBouncer a prepared statement lives on one server connection of its pool
         # and the next statement may go to another: psycopg must not prepare.
         kwargs.setdefault("prepare_threshold", None)
-        # PgBouncer takes application_name as a parameter of its own; it refuses `options`.
-        if "application_name" in settings:
-            kwargs.setdefault("application_name", str(settings.pop("application_name")))
-    if params.command_timeout is not None:
-        settings = {"statement_timeout": f"{int(params.command_timeout * 1000)}ms", **settings}
-    for key, value in settings.items():
-        escaped = str(value).replace("\\", "\\\\").replace(" ", "\\ ")
-        options.append(f"-c {key}={escaped}")
-    if options:
-        kwargs["options"] = " ".join(o for o in options if o)
+    if application_name is not None:
+        kwargs.setdefault("application_name", application_name)
+    if settings or "options" in kwargs:
+        kwargs["options"] = options_with(kwargs.get("options", ""), settings)
     if params.connect_timeout is not None:
         kwargs.setdefault("connect_timeout", max(2, math.ceil(params.connect_timeout)))
     # libpq applies the TCP parameters; unipool's defaults fill what the DSN leaves out.
@@ -258,11 +229,9 @@ def _configure(raw: psycopg.BaseConnection[Any], params: ConnectParams) -> None:
 
 def _reset_statement(status: int, dirty: bool) -> str | None:
     """What the release reset must send, ``""`` if nothing; None if not reusable."""
-    if status == _IDLE:
-        return RESET_SESSION if dirty else ""
-    if status in _IN_TRANSACTION:
-        return "ROLLBACK; " + RESET_SESSION if dirty else "ROLLBACK"
-    return None
+    if status != _IDLE and status not in _IN_TRANSACTION:
+        return None
+    return reset_statement(status != _IDLE, dirty)
 
 
 def _fileno(raw: psycopg.BaseConnection[Any]) -> int | None:

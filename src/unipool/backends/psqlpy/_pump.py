@@ -99,7 +99,7 @@ class _Pump:
             f"psqlpy {_psqlpy_version()} used {what}, which the psqlpy pump's stand-in "
             f"for asyncio does not implement: this release uses more of asyncio than the "
             f"ones the pump was verified with {TESTED_PSQLPY}; re-verify "
-            f"unipool.backends._psqlpy_pump"
+            f"unipool.backends.psqlpy._pump"
         )
         if self.problem is None:
             self.problem = message
@@ -176,7 +176,7 @@ def _check_yielded(pump: _Pump, loop: _Loop, yielded: object) -> _Future | None:
         return yielded
     pump.problem = pump.problem or (
         f"psqlpy {_psqlpy_version()} yielded {yielded!r} to the psqlpy pump, which expected "
-        f"one of its own futures: re-verify unipool.backends._psqlpy_pump"
+        f"one of its own futures: re-verify unipool.backends.psqlpy._pump"
     )
     return None
 

@@ -1,0 +1,91 @@
+"""How a session starts and ends, alike whatever the driver: the settings it starts
+with, what a failed connection attempt means, and which errors mean it is lost."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .._errors import ConnectError
+from .base import ConnectParams
+
+#: Besides class 08 (connection exception): the server shut the session down.
+_LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+
+#: The SQLSTATE of a refused connection attempt, read from the server's message, which is
+#: all libpq and psqlpy give.
+_REFUSALS = (
+    ("password authentication failed", "28P01"),
+    ('role "', "28000"),  # role "x" does not exist / is not permitted to log in
+    ("no pg_hba.conf entry", "28000"),
+    ("authentication failed", "28000"),
+    ("not currently accepting connections", "55000"),
+    ('database "', "3D000"),  # database "x" does not exist
+    ("too many clients", "53300"),
+    ("too many connections", "53300"),
+    ("starting up", "57P03"),
+    ("shutting down", "57P03"),
+    ("in recovery mode", "57P03"),
+)
+
+#: libpq's and psqlpy's words for a TLS failure, which no retry can cure.
+_TLS_FAILURES = (
+    "server does not support ssl",  # libpq: ..., but SSL was required
+    "server does not support tls",  # psqlpy
+    "certificate verify failed",  # not trusted by the root certificate; host name not in it
+    "does not match host name",  # server certificate for "x" does not match host name "y"
+    "root certificate file",  # libpq: ... does not exist / could not read ...
+    "cannot create set ssl",  # psqlpy: the root certificate file is missing or unreadable
+)
+
+
+def is_lost(sqlstate: str | None) -> bool:
+    """Whether an error with ``sqlstate`` means the session is gone."""
+    return sqlstate is not None and (sqlstate[:2] == "08" or sqlstate in _LOST_SQLSTATES)
+
+
+def refusal_sqlstate(message: str) -> str | None:
+    """The SQLSTATE of the server's refusal of a connection, read from its message."""
+    lowered = message.lower()
+    return next((code for text, code in _REFUSALS if text in lowered), None)
+
+
+def tls_failed(message: str) -> bool:
+    """Whether a connection attempt failed with ``message`` for TLS."""
+    lowered = message.lower()
+    return any(text in lowered for text in _TLS_FAILURES)
+
+
+def connect_failed(
+    message: str, params: ConnectParams, sqlstate: str | None, *, tls: bool = False
+) -> ConnectError:
+    """The error of a failed connection attempt: permanent if it failed for TLS (``tls``),
+    else as its SQLSTATE says."""
+    return ConnectError(message, dsn=params.dsn, sqlstate=sqlstate, permanent=True if tls else None)
+
+
+def startup_settings(params: ConnectParams) -> tuple[dict[str, Any], str | None]:
+    """The settings a connection starts with, and an ``application_name`` to pass as a
+    startup parameter of its own.
+
+    These are ``server_settings``, and ``statement_timeout`` for ``command_timeout``.
+    Behind PgBouncer, which refuses ``options`` but takes ``application_name``, that one is
+    taken out of the settings.
+    """
+    settings = dict(params.kwargs.get("server_settings") or {})
+    application_name = None
+    if params.pgbouncer and "application_name" in settings:
+        application_name = str(settings.pop("application_name"))
+    if params.command_timeout is not None:
+        settings.setdefault("statement_timeout", f"{int(params.command_timeout * 1000)}ms")
+    return settings, application_name
+
+
+def options_with(options: str, settings: Mapping[str, Any]) -> str:
+    """The ``options`` startup parameter: ``options`` and a ``-c name=value`` for each
+    setting."""
+    parts = [options]
+    for key, value in settings.items():
+        escaped = str(value).replace("\\", "\\\\").replace(" ", "\\ ")
+        parts.append(f"-c {key}={escaped}")
+    return " ".join(part for part in parts if part)
