@@ -9,15 +9,25 @@ from pathlib import Path
 
 import pytest
 
-from unipool import _pgbin
+from unipool import _pgbin, backends
 from unipool.__main__ import main
 
 
-def test_demo_runs_on_a_given_server(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--dsn", dsn, "--seconds", "0.05", "--workers", "2"]) == 0
+def test_demo_runs_every_backend_in_every_mode(
+    dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", "--dsn", dsn, "--seconds", "0.05", "--workers", "3"]) == 0
     out = capsys.readouterr().out
-    assert "p99 us" in out
-    assert "psycopg" in out
+    header, rule, *rows = out.split("\n\n")[-1].splitlines()
+    assert header.split()[:4] == ["backend", "mode", "workers", "ops"]
+    assert set(rule) == {"-", " "}
+    cases = [row.split()[:3] for row in rows]
+    expected = [[b, m, "3"] for b in backends.installed() for m in ("sync", "asyncio", "trio")]
+    assert cases == expected
+    for row in rows:
+        ops, size = row.split()[3], row.split()[7]
+        assert int(ops) > 0
+        assert 1 <= int(size.split("/")[0]) <= int(size.split("/")[1]) == 10
 
 
 def test_no_binaries_is_one_line_saying_what_to_do(
@@ -51,3 +61,10 @@ def test_no_server_exits_non_zero_without_a_traceback(tmp_path: Path) -> None:
         f"unipool demo: no DSN given and {tmp_path} does not hold executable initdb, pg_ctl, "
         "postgres; or give a server with --dsn postgresql://... (or UNIPOOL_DSN)\n"
     )
+
+
+def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([])
+    assert exit_.value.code == 2
+    assert "demo" in capsys.readouterr().err

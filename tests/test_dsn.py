@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import re
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from unipool._dsn import REDACTED, UNPARSABLE, ConnInfo, parse_dsn, redact_dsn, scrub
+from unipool._dsn import (
+    REDACTED,
+    UNPARSABLE,
+    ConnInfo,
+    check_params,
+    parse_dsn,
+    redact_dsn,
+    root_cert,
+    scrub,
+)
 
 PG_ENV = (
     "PGHOST",
@@ -129,6 +140,7 @@ def test_conninfo_quoting_and_escapes() -> None:
     assert info.dbname == "my db"
     assert info.params == {"options": "-c search_path=x,y"}
     assert parse_dsn("password=''").password == ""
+    assert parse_dsn("host=h\\").hosts == (("h", None),)  # a final backslash escapes nothing
 
 
 def test_conninfo_multi_host() -> None:
@@ -235,6 +247,7 @@ def test_bad_environment_port_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
         ("host=h =x", "invalid DSN: missing parameter name before '='"),
         ("host=h bad-key=1", "invalid DSN: invalid parameter name 'bad-key'"),
         ("postgresql://h/d?sslmode", "invalid DSN: query parameter 'sslmode' without \"=\""),
+        ("postgresql://h/d?a=b=c", "invalid DSN: query parameter 'a' with a second \"=\""),
         ("postgresql://h/d%zz", "invalid DSN: bad percent-encoding in database name"),
         ("postgresql://h/d%00", "invalid DSN: bad percent-encoding in database name"),
         ("postgresql://h/%ff", "invalid DSN: database name is not UTF-8 once percent-decoded"),
@@ -397,6 +410,7 @@ def test_renderings_round_trip(info: ConnInfo) -> None:
         ("postgresql://u:12?a=b@h/d", UNPARSABLE),
         ("password hunter2", UNPARSABLE),
         ("postgresql://u:hunter2@h:abc/d", UNPARSABLE),
+        ("postgresql://h/d@x", UNPARSABLE),  # "h/d" may be userinfo with a "/" in a password
     ],
 )
 def test_redact_dsn(dsn: str | None, redacted: str) -> None:
@@ -407,6 +421,29 @@ def test_redact_dsn(dsn: str | None, redacted: str) -> None:
 def test_redact_dsn_never_raises() -> None:
     for junk in ("\x00", "'", "=", "postgresql://[", "%", "a=b=c", "postgresql://@@@:::???"):
         assert isinstance(redact_dsn(junk), str)
+
+
+# -- TLS parameters --------------------------------------------------------------------------
+
+
+def test_certificate_checks_need_the_root_certificate(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    default = tmp_path / ".postgresql" / "root.crt"
+    info = parse_dsn("host=h sslmode=verify-ca")
+    assert root_cert(info) == str(default)  # libpq's default
+    missing = f"the sslrootcert file '{default}' does not exist"
+    with pytest.raises(ValueError, match=re.escape(missing)):
+        check_params(info)
+    default.parent.mkdir()
+    default.write_text("")
+    check_params(info)
+    given = parse_dsn(f"host=h sslmode=verify-full sslrootcert={tmp_path / 'ca.crt'}")
+    assert root_cert(given) == str(tmp_path / "ca.crt")
+    with pytest.raises(ValueError, match=re.escape("ca.crt' does not exist")):
+        check_params(given)
+    check_params(parse_dsn("host=h sslmode=verify-full sslrootcert=system"))
 
 
 # -- scrub -----------------------------------------------------------------------------------
