@@ -282,7 +282,13 @@ def test_trio_pool_refused(dsn: str) -> None:
     trio.run(main)
 
 
-def test_pooling_arguments_refused(dsn: str) -> None:
+def test_pooling_and_codec_arguments_refused(dsn: str) -> None:
     pool = unipool.connect(dsn, backend="psycopg")
     with pytest.raises(unipool.UsageError, match="pool_size"):
         create_engine(pool, pool_size=5)
+    with pytest.raises(unipool.UsageError, match="connect_args"):
+        create_engine(pool, connect_args={"application_name": "x"})
+    with pytest.raises(unipool.UsageError, match="json_deserializer"):
+        create_engine(pool, json_deserializer=lambda s: s)
+    with pytest.raises(unipool.UsageError, match="use_native_hstore"):
+        create_async_engine(pool, use_native_hstore=True)

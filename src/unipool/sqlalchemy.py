@@ -56,7 +56,8 @@ def create_engine(pool: Pool, **kw: Any) -> Engine:
     :func:`sqlalchemy.create_engine`, except what would pool or connect.
 
     Raises:
-        UsageError: another backend, a pool in async use, or a pooling argument.
+        UsageError: another backend, a pool in async use, or an argument that
+            would pool, connect, or change how the pool's connections convert values.
     """
     from sqlalchemy import create_engine as sa_create_engine
     from sqlalchemy.pool import NullPool
@@ -72,6 +73,7 @@ def create_engine(pool: Pool, **kw: Any) -> Engine:
             "or a separate pool for blocking code"
         )
     _refuse_pooling(kw)
+    _keep_pool_codecs(kw, pool.backend)
 
     def borrow() -> _SyncPsycopg:
         conn = pool.getconn()
@@ -96,8 +98,8 @@ def create_async_engine(pool: Pool, **kw: Any) -> AsyncEngine:
     or connect.
 
     Raises:
-        UsageError: psqlpy, a pool in blocking or trio use, a pooling argument,
-            or (asyncpg) an argument that would replace the pool's type codecs.
+        UsageError: psqlpy, a pool in blocking or trio use, or an argument that
+            would pool, connect, or change how the pool's connections convert values.
     """
     from sqlalchemy.ext.asyncio import create_async_engine as sa_create_async_engine
     from sqlalchemy.pool import NullPool
@@ -112,27 +114,18 @@ def create_async_engine(pool: Pool, **kw: Any) -> AsyncEngine:
             f"pool {pool.name!r} is in trio use, and SQLAlchemy's async engine runs on "
             "asyncio only: use a separate pool on asyncio"
         )
-    _refuse_pooling(kw)
-    stand_in: type[_AsyncPsycopg | _Asyncpg]
-    if pool.backend == "psycopg":
-        url, stand_in = "postgresql+psycopg://", _AsyncPsycopg
-    elif pool.backend == "asyncpg":
-        given = sorted(k for k in ("json_serializer", "json_deserializer") if k in kw)
-        if given or kw.get("native_inet_types") is False:
-            what = ", ".join(given) or "native_inet_types=False"
-            raise UsageError(
-                f"{what}: with asyncpg, json, jsonb and inet values are encoded and "
-                "decoded by the pool's connections (as for every other borrower)"
-            )
-        # The pool's codecs turn Python values into json and back, so SQLAlchemy's
-        # JSON type must hand them over as they are rather than as JSON text.
-        kw["json_serializer"] = _as_is
-        url, stand_in = "postgresql+asyncpg://", _Asyncpg
-    else:
+    if pool.backend not in ("psycopg", "asyncpg"):
         raise UsageError(
             f"pool {pool.name!r} uses {pool.backend}, for which SQLAlchemy has no dialect: "
             "use a psycopg or asyncpg pool"
         )
+    _refuse_pooling(kw)
+    _keep_pool_codecs(kw, pool.backend)
+    stand_in: type[_AsyncPsycopg | _Asyncpg]
+    if pool.backend == "psycopg":
+        url, stand_in = "postgresql+psycopg://", _AsyncPsycopg
+    else:
+        url, stand_in = "postgresql+asyncpg://", _Asyncpg
 
     async def borrow() -> _AsyncPsycopg | _Asyncpg:
         conn = await pool.agetconn()
@@ -147,10 +140,10 @@ def create_async_engine(pool: Pool, **kw: Any) -> AsyncEngine:
     return engine
 
 
-def _idle() -> Any:
+def _in_transaction(raw: psycopg.BaseConnection[Any]) -> bool:
     from psycopg.pq import TransactionStatus
 
-    return TransactionStatus.IDLE
+    return raw.info.transaction_status != TransactionStatus.IDLE
 
 
 def _refuse_pooling(kw: dict[str, Any]) -> None:
@@ -158,8 +151,35 @@ def _refuse_pooling(kw: dict[str, Any]) -> None:
     if given:
         raise UsageError(
             f"{', '.join(given)}: the unipool pool opens and pools the connections; "
-            "set sizes and timeouts on it (unipool.connect(...))"
+            "give sizes, timeouts and connect_kwargs to unipool.connect()"
         )
+
+
+def _keep_pool_codecs(kw: dict[str, Any], backend: str) -> None:
+    """Refuse dialect arguments that would change how the pool's connections convert values.
+
+    The dialect applies them to the connections it opens (psycopg) or sets them
+    on each connection (asyncpg); on the pool's connections they would be lost
+    (psycopg) or stay for every later borrower (asyncpg).
+    """
+    given: list[str] = [k for k in ("json_serializer", "json_deserializer") if k in kw]
+    if kw.get("native_inet_types") is False:
+        given.append("native_inet_types=False")
+    if backend == "psycopg" and kw.get("use_native_hstore"):
+        given.append("use_native_hstore=True")
+    if given:
+        raise UsageError(
+            f"{', '.join(given)}: values are converted by the pool's connections, the same "
+            "for every borrower; convert in your own types, or in the pool's init hook"
+        )
+    if backend == "psycopg":
+        # The dialect's hstore adapter would be set on one connection only; SQLAlchemy
+        # converts hstore values itself without it.
+        kw["use_native_hstore"] = False
+    else:
+        # The pool's codecs turn Python values into json and back, so SQLAlchemy's
+        # JSON type must hand them over as they are rather than as JSON text.
+        kw["json_serializer"] = _as_is
 
 
 def _unwrap_driver_connection(dialect: Any) -> None:
@@ -252,7 +272,7 @@ class _SyncPsycopg(_StandIn):
         try:
             raw = self._raw
             if not raw.closed:
-                if raw.info.transaction_status != _idle():
+                if _in_transaction(raw):
                     raw.rollback()
                 for name in (*_PSYCOPG_STATE, "cursor_factory"):
                     setattr(raw, name, self._saved[name])
@@ -290,7 +310,7 @@ class _AsyncPsycopg(_StandIn):
         try:
             raw = self._raw
             if not raw.closed:
-                if raw.info.transaction_status != _idle():
+                if _in_transaction(raw):
                     await raw.rollback()
                 await raw.set_isolation_level(self._saved["isolation_level"])
                 await raw.set_read_only(self._saved["read_only"])
