@@ -14,7 +14,14 @@ import httpx
 import psycopg
 import pytest
 import trio
-from examples import asyncio_tasks, blocking_threads, fastapi_app, ledger, trio_nursery
+from examples import (
+    asyncio_tasks,
+    blocking_threads,
+    fastapi_app,
+    ledger,
+    sqlalchemy_orm,
+    trio_nursery,
+)
 
 
 @pytest.fixture
@@ -66,6 +73,15 @@ def test_trio_nursery(
 ) -> None:
     trio.run(partial(trio_nursery.main, dsn, backend=backend, table=name))
     assert "10 rows from 10 tasks over at most 3 connections" in capsys.readouterr().out
+    assert not table_exists(dsn, name)
+
+
+def test_sqlalchemy_orm(dsn: str, name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    sqlalchemy_orm.main(dsn, table=name)
+    out = capsys.readouterr().out
+    assert "books: Dune, Solaris" in out
+    assert "rows: 2" in out
+    assert "in use: 0" in out
     assert not table_exists(dsn, name)
 
 

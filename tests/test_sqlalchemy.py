@@ -135,6 +135,17 @@ def test_blocking_sessions_bounded_by_max_size(sync_pool: unipool.Pool, table: s
     engine.dispose()
 
 
+def test_blocking_checkout_times_out_in_the_pool(dsn: str) -> None:
+    with unipool.connect(dsn, backend="psycopg", max_size=1, acquire_timeout=0.2) as pool:
+        engine = create_engine(pool)
+        with engine.connect() as held:
+            held.execute(text("select 1"))
+            with pytest.raises(unipool.PoolTimeout):
+                engine.connect()
+        assert pool.stats().acquire_timeouts == 1
+        engine.dispose()
+
+
 def test_blocking_isolation_level_does_not_stay(sync_pool: unipool.Pool) -> None:
     engine = create_engine(sync_pool, isolation_level="SERIALIZABLE")
     with engine.connect() as conn:
