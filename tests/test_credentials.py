@@ -12,10 +12,10 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
-from unipool.testing import TempServer
 
 import unipool
 from tests._modes import open_pool
+from unipool.testing import TempServer
 
 ROLE = "rotating"
 
