@@ -8,7 +8,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import unipool
-from tests._modes import ModePool, until
+from tests._metrics import flaky_stats, wait_in_vain
+from tests._modes import until
 from tests.conftest import PoolFactory
 from unipool.prometheus import register
 
@@ -45,12 +46,6 @@ class Scrape:
 
     def pools(self) -> set[str]:
         return {v for _, labels in self.samples for k, v in labels if k == "pool"}
-
-
-async def wait_in_vain(pool: ModePool) -> None:
-    with pytest.raises(unipool.PoolTimeout):
-        async with pool.acquire(timeout=1.0):
-            pass
 
 
 async def test_pool_metrics_are_scraped(make_pool: PoolFactory, mode: str, backend: str) -> None:
@@ -123,3 +118,17 @@ async def test_the_last_registration_leaves_the_registry_empty(make_pool: PoolFa
 def test_register_takes_a_pool() -> None:
     with pytest.raises(TypeError, match=r"takes a unipool\.Pool"):
         register(object())  # type: ignore[arg-type]
+
+
+def test_a_torn_read_is_read_again() -> None:
+    """An async pool's stats read from a scrape thread may race its loop: read again,
+    and past a few tries leave that pool out of this scrape rather than fail it."""
+    registry = CollectorRegistry()
+    racing, hopeless = (unipool.connect(None, name=n, max_size=3) for n in ("racing", "hopeless"))
+    register(racing, registry)
+    register(hopeless, registry)
+    flaky_stats(racing, 2)
+    flaky_stats(hopeless, 1000)
+    scrape = Scrape(registry)
+    assert scrape("unipool_connections_max", "racing") == 3
+    assert scrape("unipool_connections_max", "hopeless") is None

@@ -25,6 +25,7 @@ from opentelemetry.metrics import (
 )
 
 from . import __version__
+from ._exporters import read_stats
 from ._pool import Pool
 from ._stats import PoolStats
 
@@ -124,8 +125,9 @@ class _Instruments:
     def _stats(self) -> Iterable[tuple[_Entry, PoolStats]]:
         for entry in self.entries:
             pool = entry.pool()
-            if pool is not None:
-                yield entry, pool.stats()
+            stats = None if pool is None else read_stats(pool)
+            if stats is not None:
+                yield entry, stats
 
     def _each(
         self, read: Callable[[PoolStats], int]

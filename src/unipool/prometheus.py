@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ._exporters import read_stats
 from ._pool import Pool
 from ._stats import PoolStats
 
@@ -108,8 +109,9 @@ class _PoolCollector(Collector):
     def _stats(self) -> Iterator[PoolStats]:
         for ref in self.pools:
             pool = ref()
-            if pool is not None:
-                yield pool.stats()
+            stats = None if pool is None else read_stats(pool)
+            if stats is not None:
+                yield stats
 
 
 class _Listener:
