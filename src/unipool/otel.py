@@ -29,7 +29,7 @@ from ._exporters import read_stats
 from ._pool import Pool
 from ._stats import PoolStats
 
-__all__ = ["POOL_NAME", "STATE", "Instrumentation", "instrument"]
+__all__ = ["BOUNDARIES", "POOL_NAME", "STATE", "Instrumentation", "instrument"]
 
 #: the attribute naming the pool on every metric
 POOL_NAME = "db.client.connection.pool.name"
