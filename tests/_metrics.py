@@ -16,7 +16,7 @@ async def wait_in_vain(pool: ModePool) -> None:
 
 
 def flaky_stats(pool: unipool.Pool, failures: int) -> None:
-    """Make ``pool.stats()`` fail ``failures`` times the way a read racing the loop does."""
+    """Make ``pool.stats()`` fail ``failures`` times."""
     real = pool.stats
     left = [failures]
 

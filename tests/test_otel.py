@@ -155,17 +155,15 @@ def test_instrument_without_an_sdk() -> None:
         instrument(object())  # type: ignore[arg-type]
 
 
-def test_a_torn_read_is_read_again() -> None:
-    """An async pool's stats read from a reader's thread may race its loop: read again,
-    and past a few tries leave that pool out of this collection rather than fail it."""
+def test_a_pool_whose_stats_fail_sits_out_the_collection() -> None:
+    """One pool's failing stats() leaves it out of this collection, not the others."""
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
-    racing, hopeless = (unipool.connect(None, name=n, max_size=3) for n in ("racing", "hopeless"))
+    racing, hopeless = (unipool.connect(None, name=n, max_size=3) for n in ("fine", "hopeless"))
     instrument(racing, provider)
     instrument(hopeless, provider)
-    flaky_stats(racing, 2)
     flaky_stats(hopeless, 1000)
     collected = Collected(reader)
-    assert collected.value("db.client.connection.max", "racing") == 3
+    assert collected.value("db.client.connection.max", "fine") == 3
     assert collected.point("db.client.connection.max", "hopeless") is None
     provider.shutdown()

@@ -80,8 +80,13 @@ class CoreState:
 
     @property
     def in_use(self) -> int:
-        """Slots lent out: granted, being checked or in use."""
-        return sum(1 for s in self.slots.values() if s.state in (GRANTED, CHECKING, IN_USE))
+        """Slots lent out: granted, being checked or in use.
+
+        Safe to read from a thread other than the pool's (an exporter's): the slots are
+        copied in one step before they are counted.
+        """
+        lent = (GRANTED, CHECKING, IN_USE)
+        return sum(1 for s in list(self.slots.values()) if s.state in lent)
 
     def filled(self) -> bool:
         """Whether ``min_size`` connections are open (idle or lent out)."""
