@@ -30,16 +30,15 @@ from .._core import (
     Slot,
     Waiter,
     Wake,
-    policy,
 )
 from .._core.slots import Action
 from .._credentials import aresolve
 from .._errors import Error
-from ..backends.base import POOL_CALL, AsyncConn, Runtime
+from ..backends.base import AsyncConn, Runtime
+from . import bounded
 from .base import Face, terminate
 from .parking import parking_for
-from .reports import logger, report_abandoned, report_hook_failure
-from .watchdog import WATCHDOG
+from .reports import report_abandoned, report_hook_failure
 
 
 class AsyncFace(Face):
@@ -212,28 +211,9 @@ class AsyncFace(Face):
     async def _check(self, check: Check) -> bool:
         """Run the check the core asked for; report it (it raises PoolTimeout when the
         request's time is up); whether the slot may be handed out."""
-        driver: AsyncConn = check.slot.conn
         core = self.core
-        ok = False
         try:
-            # The watchdog cuts the connection when the check overruns, so that the check
-            # fails as on a lost connection, with no cancel request to a server that does
-            # not answer; the cancel scope is the backstop for a driver that would not notice.
-            with (
-                WATCHDOG.guard(driver, check.timeout, self.options.name),
-                anyio.move_on_after(check.timeout + policy.CUT_GRACE),
-            ):
-                pool_call = POOL_CALL.set(True)  # interrupted, it drops the connection
-                try:
-                    if check.sql is None:
-                        await driver.ping()
-                        ok = True
-                    else:
-                        ok = await driver.fetchval(check.sql, (), 0) == check.expect
-                finally:
-                    POOL_CALL.reset(pool_call)
-        except Error:
-            ok = False
+            ok = await bounded.acheck(check, self.options.name)
         except BaseException:
             core.check_abandoned(check, self._now())
             await self._run(core.take_actions())
@@ -262,27 +242,13 @@ class AsyncFace(Face):
             await self._tick()
 
     async def _reset(self, reset: Reset) -> None:
-        """Run the reset the core asked for, shielded and bounded as a check is (cut when
-        late, the cancel scope as a backstop); report it whatever happens."""
-        driver: AsyncConn = reset.slot.conn
-        ok = False
-        hook_error: Exception | None = None
-        with anyio.CancelScope(shield=True):
-            try:
-                with (
-                    WATCHDOG.guard(driver, reset.timeout, self.options.name),
-                    anyio.move_on_after(reset.timeout + policy.CUT_GRACE),
-                ):
-                    ok = driver.alive() and await driver.reset(reset.full)
-                    hook = self.options.reset
-                    if ok and hook is not None:
-                        hook_error = await _run_on(reset.slot, hook)
-            except Error as exc:
-                logger.debug("reset failed, discarding the connection: %s", exc)
-                ok = False
-            finally:  # whatever the reset raised, the place is given back
-                self.core.reset_done(reset, ok, self._now(), hook_error)
-                await self._run(self.core.take_actions())
+        """Run the reset the core asked for (shielded, bounded); report it whatever happens."""
+        ok, hook_error = False, None
+        try:
+            ok, hook_error = await bounded.areset(reset, self.options.reset, self.options.name)
+        finally:  # whatever the reset raised, the place is given back
+            self.core.reset_done(reset, ok, self._now(), hook_error)
+            await self._run(self.core.take_actions())
 
     def abandoned(self, slot: Slot) -> None:
         """A borrowed connection was garbage-collected: any thread, any moment; reap it soon."""
@@ -360,7 +326,7 @@ class AsyncFace(Face):
         slot.conn = driver
         init = self.options.init
         try:
-            error = await _run_on(slot, init) if init is not None else None
+            error = await bounded.arun_on(slot, init) if init is not None else None
         except BaseException:  # interrupted: not the server's fault
             driver.terminate()
             await self._settle(core.connect_abandoned, slot)
@@ -391,17 +357,7 @@ class AsyncFace(Face):
         self._check_drained()
 
     async def _close_slot(self, close: Close, deadline: float) -> None:
-        driver: AsyncConn | None = close.slot.conn
-        if driver is not None and not close.goodbye:
-            terminate(driver)
-        elif driver is not None:
-            with anyio.move_on_at(min(deadline, self._now() + close.timeout)) as scope:
-                try:
-                    await driver.close()
-                except Exception as exc:
-                    logger.debug("error closing a connection: %s", exc)
-            if scope.cancelled_caught:
-                terminate(driver)
+        await bounded.aclose(close, min(deadline, self._now() + close.timeout))
         self.core.closed(close.slot, self._now())
         self._dispatch(self.core.take_actions())
 
@@ -431,21 +387,6 @@ class AsyncFace(Face):
                 with anyio.CancelScope(deadline=self._next_tick):
                     await self._nudge.wait()
                 self._nudge = anyio.Event()
-
-
-async def _run_on(
-    slot: Slot, hook: Callable[[AsyncConnection], Awaitable[Any]]
-) -> Exception | None:
-    """Run a pool hook (``init``, ``reset``) on a connection the pool holds itself; what it
-    raised, if it failed (an interruption propagates)."""
-    conn = AsyncConnection(slot)
-    try:
-        await hook(conn)
-    except Exception as exc:
-        return exc
-    finally:
-        conn._detach()
-    return None
 
 
 def _checkpoints(

@@ -19,11 +19,10 @@ from .._connection import Connection
 from .._core import Check, Close, Open, Slot, Waiter, Wake
 from .._core.slots import Action
 from .._credentials import resolve
-from .._errors import Error
 from ..backends.base import SyncConn
+from . import bounded
 from .base import Face, terminate
 from .reports import logger, report_abandoned, report_hook_failure
-from .watchdog import WATCHDOG
 
 _monotonic = time.monotonic
 _T = TypeVar("_T")
@@ -159,16 +158,8 @@ class BlockingFace(Face):
     def _check(self, check: Check) -> bool:
         """Run the check the core asked for; report it (it raises PoolTimeout when the
         request's time is up); whether the slot may be handed out."""
-        driver: SyncConn = check.slot.conn
         try:
-            with WATCHDOG.guard(driver, check.timeout, self.options.name):
-                if check.sql is None:
-                    driver.ping()
-                    ok = True
-                else:
-                    ok = driver.fetchval(check.sql, (), 0) == check.expect
-        except Error:
-            ok = False
+            ok = bounded.check(check, self.options.name)
         except BaseException:
             self._call(self.core.check_abandoned, check)
             raise
@@ -190,17 +181,9 @@ class BlockingFace(Face):
             self._run(actions)
         if reset is None:
             return
-        ok = False
-        hook_error: Exception | None = None
+        ok, hook_error = False, None
         try:
-            with WATCHDOG.guard(driver, reset.timeout, self.options.name):
-                ok = driver.alive() and driver.reset(reset.full)
-            hook = self.options.reset
-            if ok and hook is not None:
-                hook_error = _run_on(slot, hook)
-        except Error as exc:
-            logger.debug("reset failed, discarding the connection: %s", exc)
-            ok = False
+            ok, hook_error = bounded.reset(reset, self.options.reset, self.options.name)
         finally:
             self._call(self.core.reset_done, reset, ok, hook_error=hook_error)
 
@@ -258,7 +241,7 @@ class BlockingFace(Face):
             return
         slot.conn = driver
         init = self.options.init
-        error = _run_on(slot, init) if init is not None else None
+        error = bounded.run_on(slot, init) if init is not None else None
         if error is not None:
             driver.terminate()
             self._call(self.core.init_failed, slot, error)
@@ -267,16 +250,7 @@ class BlockingFace(Face):
         self._call(self.core.connected, slot)
 
     def _close_slot(self, close: Close) -> None:
-        driver: SyncConn | None = close.slot.conn
-        if driver is not None:
-            try:
-                if close.goodbye:
-                    with WATCHDOG.guard(driver, close.timeout, self.options.name):
-                        driver.close()
-                else:
-                    driver.terminate()
-            except Exception as exc:  # the connection is gone either way
-                logger.debug("error closing a connection: %s", exc)
+        bounded.close(close, self.options.name)
         self._call(self.core.closed, close.slot)
 
     def _run_hook(self, hook: Callable[[Connection], Any], conn: Connection) -> None:
@@ -298,19 +272,6 @@ class BlockingFace(Face):
             due = self.core.next_tick(now)
         self._run(actions)
         return max(due - now, 0.0)
-
-
-def _run_on(slot: Slot, hook: Callable[[Connection], Any]) -> Exception | None:
-    """Run a pool hook (``init``, ``reset``) on a connection the pool holds itself; what it
-    raised, if it failed."""
-    conn = Connection(slot)
-    try:
-        hook(conn)
-    except Exception as exc:
-        return exc
-    finally:
-        conn._detach()
-    return None
 
 
 def _parked_lock() -> threading.Lock:
