@@ -550,7 +550,7 @@ def test_connect_resolving_hostname(dsn: str) -> None:
 
     assert m._needs_dns({"host": "localhost"})
     assert not m._needs_dns({"host": "127.0.0.1,::1,/tmp"})
-    assert not m._needs_dns({"host": "db.example", "hostaddr": "10.0.0.1"})
+    assert not m._needs_dns({"host": "db.example", "hostaddr": "127.0.0.2"})
     run(main)
 
 
