@@ -23,6 +23,17 @@ def _set_read_only(server: TempServer, on: bool) -> None:
         conn.execute("select pg_reload_conf()")
 
 
+def _writable_first(primary: TempServer, standby: TempServer) -> str:
+    """``primary`` takes writes and ``standby`` does not; a DSN naming both that wants
+    a server taking writes."""
+    _set_read_only(primary, False)
+    _set_read_only(standby, True)
+    return (
+        f"postgresql://postgres@127.0.0.1:{primary.port},127.0.0.1:{standby.port}"
+        "/postgres?target_session_attrs=read-write"
+    )
+
+
 @pytest.fixture(scope="module")
 def servers() -> Iterator[tuple[TempServer, TempServer]]:
     with TempServer() as first, TempServer() as second:
@@ -36,12 +47,7 @@ async def test_a_demoted_primary_is_left_after_one_refused_write(
     servers: tuple[TempServer, TempServer], mode: str, backend: str
 ) -> None:
     primary, standby = servers
-    _set_read_only(primary, False)
-    _set_read_only(standby, True)
-    dsn = (
-        f"postgresql://postgres@127.0.0.1:{primary.port},127.0.0.1:{standby.port}"
-        "/postgres?target_session_attrs=read-write"
-    )
+    dsn = _writable_first(primary, standby)
     async with open_pool(mode, dsn, backend, min_size=3, max_size=3) as pool:
         assert await pool.fetchval("select inet_server_port()") == primary.port
         _set_read_only(primary, True)  # demoted: existing sessions turn read-only too
@@ -66,12 +72,7 @@ async def test_a_refused_write_caught_by_the_borrower_still_retires_the_connecti
     servers: tuple[TempServer, TempServer], mode: str, backend: str
 ) -> None:
     primary, standby = servers
-    _set_read_only(primary, False)
-    _set_read_only(standby, True)
-    dsn = (
-        f"postgresql://postgres@127.0.0.1:{primary.port},127.0.0.1:{standby.port}"
-        "/postgres?target_session_attrs=read-write"
-    )
+    dsn = _writable_first(primary, standby)
     async with open_pool(mode, dsn, backend, min_size=1, max_size=1) as pool:
         assert await pool.fetchval("select inet_server_port()") == primary.port
         _set_read_only(primary, True)
