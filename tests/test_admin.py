@@ -28,6 +28,7 @@ async def test_getters_and_stats(make_pool: PoolFactory) -> None:
             "expired",
             "abandoned",
             "read_only",
+            "hook",
         }
         assert "admin-pool" in repr(p)
 
