@@ -367,7 +367,7 @@ async def test_close_waits_for_borrowers_then_terminates(make_pool: PoolFactory)
         conn = await pool.getconn()
         start = anyio.current_time()
         await pool.close(timeout=0.2)
-        assert 0.15 < anyio.current_time() - start < 2.0
+        assert 0.15 < anyio.current_time() - start < 0.2 + 0.5  # the timeout, then the cut
         assert pool.stats().size == 0
         with pytest.raises(unipool.PoolClosed):
             await pool.fetchval("select 1")
