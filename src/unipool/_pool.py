@@ -480,7 +480,9 @@ class Pool(Shortcuts):
             TooManyWaiters: the queue is full.
             UsageError: the pool is in blocking use or bound to another loop.
         """
-        face = await self._aface()
+        face = self._face
+        if face.__class__ is not AsyncFace or not self._on_my_loop():  # not yet open, or misuse
+            face = await self._aface()
         return await face.getconn(self._options.acquire_timeout if timeout is None else timeout)
 
     async def arelease(self, conn: AsyncConnection) -> None:

@@ -301,12 +301,15 @@ class PoolCore(CoreState):
             return None  # terminated meanwhile: its close is already under way
         if self.observed:
             self._emit("release", now - slot.lent_at)
-        writable = self.config.writable
-        cause = (
-            retire_cause(error, writable)
-            or retire_cause(noted, writable)
-            or self.retire_reason(slot, now)
-        )
+        if error is None and noted is None:  # the common case, first
+            cause = self.retire_reason(slot, now)
+        else:
+            writable = self.config.writable
+            cause = (
+                retire_cause(error, writable)
+                or retire_cause(noted, writable)
+                or self.retire_reason(slot, now)
+            )
         if cause is not None:
             self.release(slot, now, reusable=False, cause=cause)
             return None

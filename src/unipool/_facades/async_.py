@@ -174,11 +174,13 @@ class AsyncFace(Face):
                     await self._after_take()  # a yield that cannot lose the slot
             else:
                 slot = await self._wait(got, timeout, deadline)  # type: ignore[arg-type]
-            check = core.check_for(slot, slot.conn.alive(), self._now(), deadline, timeout)
+                now = self._now()
+            check = core.check_for(slot, slot.conn.alive(), now, deadline, timeout)
             if check is not None and not await self._check(check):
                 now = self._now()
                 continue
-            self._lend(slot)
+            if self._leak_reports:
+                self._lend(slot)
             conn = AsyncConnection(slot, self)
             setup = self.options.setup
             if setup is not None:

@@ -34,6 +34,7 @@ class Face:
         self.listeners = listeners
         core.observed = bool(listeners)
         self._rotates = rotates(options)  # connect arguments worked out per connection
+        self._leak_reports = options.leak_timeout is not None
         self._abandoned: deque[Slot] = deque()  # garbage-collected borrows, to reap
 
     def _locked(self) -> AbstractContextManager[Any]:
@@ -56,9 +57,8 @@ class Face:
             self.core.config.writable = writable
 
     def _lend(self, slot: Slot) -> None:
-        """Note who borrows ``slot``, for a leak report (with ``leak_timeout`` only)."""
-        if self.options.leak_timeout is not None:
-            slot.lent_by = borrow_site()
+        """Note who borrows ``slot``, for a leak report (with ``leak_timeout``)."""
+        slot.lent_by = borrow_site()
 
     def _report(self, action: Notify | Overdue) -> None:
         if action.__class__ is Notify:

@@ -125,20 +125,27 @@ class BlockingFace(Face):
         """
         core = self.core
         lock = self._lock
-        deadline = _monotonic() + timeout
+        now = _monotonic()
+        deadline = now + timeout
         while True:
             with lock:
-                got = core.acquire(_monotonic())
+                got = core.acquire(now)
                 if got.__class__ is Waiter:
                     got.token = _parked_lock()
                 actions = core.take_actions() if core.actions else None
             if actions:
                 self._run(actions)
-            slot = got if got.__class__ is Slot else self._wait(got, timeout, deadline)  # type: ignore[arg-type]
-            check = core.check_for(slot, slot.conn.alive(), _monotonic(), deadline, timeout)
+            if got.__class__ is Slot:
+                slot: Slot = got
+            else:
+                slot = self._wait(got, timeout, deadline)  # type: ignore[arg-type]
+                now = _monotonic()
+            check = core.check_for(slot, slot.conn.alive(), now, deadline, timeout)
             if check is not None and not self._check(check):
+                now = _monotonic()
                 continue
-            self._lend(slot)
+            if self._leak_reports:
+                self._lend(slot)
             conn = Connection(slot, self)
             setup = self.options.setup
             if setup is not None:
