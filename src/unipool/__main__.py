@@ -1,4 +1,4 @@
-"""The unipool command: ``unipool demo`` or ``unipool bench``.
+"""The unipool command: ``unipool demo``, ``unipool bench`` or ``unipool check DSN``.
 
 Also ``python -m unipool ...``. Results go to stdout (``--json``: as JSON); progress of
 the long commands goes to stderr when it is a terminal.
@@ -10,6 +10,13 @@ import argparse
 import logging
 import os
 import sys
+
+_CHECK_EPILOG = """\
+exit status: 0 no problem; 1 a host answers but something needs attention (capacity,
+replication lag); 2 invalid command line or DSN; 3 a host refuses the login (password,
+role, database, TLS, server full); 4 a host cannot be reached. With several hosts, the
+most serious wins.
+"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,6 +56,21 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--only", action="append", metavar="TEXT", help="only systems whose name contains TEXT"
     )
+    check = commands.add_parser(
+        "check",
+        help="diagnose a DSN: reachability, TLS, login, role, lag, capacity, round trip",
+        epilog=_CHECK_EPILOG,
+    )
+    check.add_argument("dsn", metavar="DSN", help="a postgresql:// URI or key=value DSN")
+    check.add_argument("--backend", default="psycopg", help="backend to log in with")
+    check.add_argument(
+        "--max-size",
+        type=int,
+        default=10,
+        metavar="N",
+        help="the pool's max_size, to compare with the free connections (default 10)",
+    )
+    check.add_argument("--json", action="store_true", help="print the findings as JSON")
     return parser
 
 
@@ -56,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the command; the exit status."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "check":
+        from ._check import check as run_check
+
+        return run_check(args.dsn, args.backend, args.max_size, args.json)
     from ._demo import NoServer
 
     try:
