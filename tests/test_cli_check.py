@@ -197,3 +197,18 @@ def test_standby_lag_by_hand() -> None:
     ]
     assert texts[3] == (1, "standby 42.0 s behind its primary")
     assert report.status == 1
+
+
+def test_dsn_from_the_environment(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    info = parse_dsn(dsn, env={})
+    [(host, port)] = info.hosts
+    env = {"PGHOST": host, "PGPORT": str(port or 5432), "PGUSER": info.user or "",
+           "PGDATABASE": info.dbname or "", "PGPASSWORD": info.password or SECRET}  # fmt: skip
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code, out = run(capsys)
+    assert code == 0, out
+    assert "(from the environment)" in out.splitlines()[0]
+    assert env["PGPASSWORD"] not in out

@@ -61,7 +61,13 @@ def _parser() -> argparse.ArgumentParser:
         help="diagnose a DSN: reachability, TLS, login, role, lag, capacity, round trip",
         epilog=_CHECK_EPILOG,
     )
-    check.add_argument("dsn", metavar="DSN", help="a postgresql:// URI or key=value DSN")
+    check.add_argument(
+        "dsn",
+        metavar="DSN",
+        nargs="?",
+        help="a postgresql:// URI or key=value DSN (default: the libpq environment variables, "
+        "PGHOST, PGPORT, PGUSER, ...)",
+    )
     check.add_argument("--backend", default="psycopg", help="backend to log in with")
     check.add_argument(
         "--max-size",

@@ -402,10 +402,10 @@ def _capacity(report: HostReport, facts: dict[str, Any], max_size: int) -> None:
         report.add("connections", text, **data)
 
 
-def render(dsn: str | None, backend: str, max_size: int, reports: list[HostReport]) -> str:
-    """The human report: a header, one block per host, and a summary line."""
-    lines = [f"unipool check {redact_dsn(dsn) or '(DSN from the environment)'} "
-             f"(backend {backend}, max_size {max_size})"]  # fmt: skip
+def render(shown: str, backend: str, max_size: int, reports: list[HostReport]) -> str:
+    """The human report: a header (``shown``: the redacted DSN), one block per host, and a
+    summary line."""
+    lines = [f"unipool check {shown} (backend {backend}, max_size {max_size})"]
     for report in reports:
         lines.append(report.label)
         for f in report.findings:
@@ -415,19 +415,17 @@ def render(dsn: str | None, backend: str, max_size: int, reports: list[HostRepor
     problems = sum(f.status != OK for r in reports for f in r.findings)
     status = max((r.status for r in reports), default=OK)
     if problems:
-        lines.append(f"{problems} problem{'s' * (problems != 1)}: exit status {status} "
-                     f"({EXIT_CODES[status]})")  # fmt: skip
+        plural = "s" * (problems != 1)
+        lines.append(f"{problems} problem{plural}; exit status {status}: {EXIT_CODES[status]}")
     else:
         lines.append("no problem found")
     return "\n".join(lines)
 
 
-def as_json(
-    dsn: str | None, backend: str, max_size: int, reports: list[HostReport]
-) -> dict[str, Any]:
+def as_json(shown: str, backend: str, max_size: int, reports: list[HostReport]) -> dict[str, Any]:
     """The JSON report: the redacted DSN, the exit status, and every host's findings."""
     return {
-        "dsn": redact_dsn(dsn),
+        "dsn": shown,
         "backend": backend,
         "max_size": max_size,
         "status": max((r.status for r in reports), default=OK),
@@ -442,12 +440,13 @@ def as_json(
 def check(dsn: str | None, backend: str, max_size: int, as_json_output: bool = False) -> int:
     """The ``check`` command: print the report (or its JSON); the exit status."""
     try:
-        _, reports = check_dsn(dsn, backend=backend, max_size=max_size)
+        info, reports = check_dsn(dsn, backend=backend, max_size=max_size)
     except (ValueError, TypeError) as exc:
         print(f"unipool check: {exc}", file=sys.stderr)
         return USAGE
+    shown = redact_dsn(dsn) if dsn else f"{info} (from the environment)"
     if as_json_output:
-        print(json.dumps(as_json(dsn, backend, max_size, reports), indent=2))
+        print(json.dumps(as_json(shown, backend, max_size, reports), indent=2))
     else:
-        print(render(dsn, backend, max_size, reports))
+        print(render(shown, backend, max_size, reports))
     return max((r.status for r in reports), default=OK)
