@@ -212,3 +212,18 @@ def test_dsn_from_the_environment(
     assert code == 0, out
     assert "(from the environment)" in out.splitlines()[0]
     assert env["PGPASSWORD"] not in out
+
+
+def test_no_host_of_the_role_asked_for(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each host is checked whatever its role; then the DSN's choice among them."""
+    info = parse_dsn(dsn, env={})
+    for wanted, code in (("read-write", 0), ("standby", 3)):
+        params = {**info.params, "target_session_attrs": wanted}
+        got, out = run(capsys, dataclasses.replace(info, params=params).to_uri())
+        assert got == code, out
+        assert "ok      role: primary" in out
+    assert out.splitlines()[-4:-1] == [
+        "all hosts",
+        "  PROBLEM target_session_attrs: standby, but no host that answered is a standby",
+        "          -> point the DSN at a standby, or change target_session_attrs",
+    ]

@@ -123,6 +123,8 @@ class HostReport:
     findings: list[Finding] = field(default_factory=list)
     #: Whether the server was reached over a unix-domain socket.
     unix: bool = False
+    #: What the report is about when it is not one host (the DSN's hosts as a whole).
+    name: str | None = None
 
     @property
     def status(self) -> int:
@@ -132,7 +134,7 @@ class HostReport:
     @property
     def label(self) -> str:
         """``host:port`` (a socket directory or "default host" as the host)."""
-        return f"{self.host or 'default host'}:{self.port}"
+        return self.name or f"{self.host or 'default host'}:{self.port}"
 
     def add(self, topic: str, text: str, **data: Any) -> Finding:
         """Record a finding without a problem."""
@@ -159,7 +161,23 @@ def check_dsn(
             report = HostReport(host, port or _DEFAULT_PORT)
             _check_host(report, info, backend, max_size, timeout)
             reports.append(report)
-    return info, reports
+    choice = _host_choice(info, reports)
+    return info, [*reports, choice] if choice.findings else reports
+
+
+def _host_choice(info: ConnInfo, reports: list[HostReport]) -> HostReport:
+    """Whether a host that answered has the role ``target_session_attrs`` asks for."""
+    choice = HostReport("", 0, name="all hosts")
+    wanted = info.params.get("target_session_attrs", "any")
+    roles = [f.data["standby"] for r in reports for f in r.findings if "standby" in f.data]
+    standby = {"read-write": False, "primary": False, "standby": True}
+    if roles and wanted in standby and standby[wanted] not in roles:
+        want = "standby" if standby[wanted] else "primary"
+        choice.problem(REFUSED, "target_session_attrs",
+                       f"{wanted}, but no host that answered is a {want}",
+                       f"point the DSN at a {want}, or change target_session_attrs",
+                       wanted=wanted)  # fmt: skip
+    return choice
 
 
 def _timeout(info: ConnInfo) -> float:
@@ -430,7 +448,7 @@ def as_json(shown: str, backend: str, max_size: int, reports: list[HostReport]) 
         "max_size": max_size,
         "status": max((r.status for r in reports), default=OK),
         "hosts": [
-            {"host": r.host, "port": r.port, "status": r.status,
+            {"host": r.name or r.host, "port": r.port, "status": r.status,
              "findings": [f.as_dict() for f in r.findings]}
             for r in reports
         ],
