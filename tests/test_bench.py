@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import unipool._bench as mod
+from unipool.__main__ import main
 from unipool._bench import TARGETS, Workload, bench, run_bench, systems
 from unipool._bench._chart import write_chart
 from unipool._bench._harness import Cell
@@ -190,6 +191,21 @@ def test_command_prints_tables_targets_and_saves(
         == [("fair", 12)] * 3 + [("query", 4)] * 3
     )
     assert chart.exists() == has_chart
+
+
+def test_json_without_a_path_replaces_the_tables(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(mod.QUICK, "seconds", 0.05)
+    monkeypatch.setitem(mod.QUICK, "rounds", 1)
+    monkeypatch.setitem(mod.QUICK, "warmup", 0.02)
+    monkeypatch.setattr(mod, "QUICK_WORKLOADS", (Workload("query", 4),))
+    assert main(["bench", "--dsn", dsn, "--quick", "--json", "--only", "unipool psycopg"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""  # no progress: stderr is not a terminal
+    data = json.loads(out)
+    assert set(data) == {"meta", "summary", "targets", "cells"}
+    assert sorted(c["runtime"] for c in data["cells"]) == ["asyncio", "threads", "trio"]
 
 
 def test_chart_without_matplotlib_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -28,6 +29,19 @@ def test_demo_runs_every_backend_in_every_mode(
         ops, size = row.split()[3], row.split()[7]
         assert int(ops) > 0
         assert 1 <= int(size.split("/")[0]) <= int(size.split("/")[1]) == 10
+
+
+def test_demo_json(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--dsn", dsn, "--seconds", "0.05", "--workers", "2", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""  # no progress: stderr is not a terminal
+    data = json.loads(out)
+    assert (data["seconds"], data["workers"]) == (0.05, 2)
+    cases = [(r["backend"], r["mode"]) for r in data["results"]]
+    assert cases == [(b, m) for b in backends.installed() for m in ("sync", "asyncio", "trio")]
+    for r in data["results"]:
+        assert r["ops"] > 0 and 0 < r["p50_us"] <= r["p99_us"]
+        assert 1 <= r["size"] <= r["max_size"] == 10
 
 
 def test_no_binaries_is_one_line_saying_what_to_do(

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 
 from . import backends
 from ._connect import connect
+from ._dsn import redact_dsn
 from ._pool import Pool
+from ._progress import Progress
 from ._stats import PoolStats
 
 QUERY = "SELECT $1::int + 1"
@@ -31,10 +36,27 @@ class Result:
     latencies: list[float]
     stats: PoolStats
 
-    def row(self) -> list[str]:
+    def percentiles_us(self) -> tuple[float, float]:
+        """The median and 99th percentile latency, in microseconds."""
         lat = sorted(self.latencies)
         p50 = statistics.median(lat) * 1e6 if lat else 0.0
         p99 = lat[int(len(lat) * 0.99)] * 1e6 if lat else 0.0
+        return p50, p99
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form: the table's columns as numbers (times in microseconds)."""
+        p50, p99 = self.percentiles_us()
+        s = self.stats
+        return {
+            "backend": self.backend, "mode": self.mode, "workers": self.workers,
+            "ops": self.ops, "seconds": round(self.seconds, 3),
+            "ops_per_s": round(self.ops / self.seconds, 1), "p50_us": round(p50, 1),
+            "p99_us": round(p99, 1), "size": s.size, "max_size": s.max_size,
+            "connects": s.connects, "max_wait_ms": round(s.wait_time_max * 1e3, 3),
+        }  # fmt: skip
+
+    def row(self) -> list[str]:
+        p50, p99 = self.percentiles_us()
         s = self.stats
         return [
             self.backend, self.mode, str(self.workers), str(self.ops),
@@ -163,22 +185,39 @@ def server_dsn(dsn: str | None, say: Callable[[str], None]) -> Iterator[str]:
         yield server.dsn(dbname="test")
 
 
-def demo(dsn: str | None, seconds: float, workers: int, say: Callable[[str], None] = print) -> int:
-    """Run the demo and print its table; the process exit status."""
+def demo(
+    dsn: str | None,
+    seconds: float,
+    workers: int,
+    say: Callable[[str], None] = print,
+    progress: Progress | None = None,
+    as_json: bool = False,
+) -> int:
+    """Run the demo and print its table (or its JSON); the process exit status.
+
+    ``progress`` is told of each case and of the server (default: stderr, when it is a
+    terminal).
+    """
     names = backends.installed()
     if not names:
-        say('no driver installed: pip install "unipool[all]"')
+        print('no driver installed: pip install "unipool[all]"', file=sys.stderr)
         return 1
-    rows = []
-    with server_dsn(dsn, say) as target:
-        for backend in names:
-            for mode in ("sync", "asyncio", "trio"):
-                if mode == "trio" and not _has_trio():
-                    continue
-                say(f"running {backend} / {mode} ({workers} workers, {seconds:g} s)...")
-                rows.append(run_one(target, backend, mode, workers, seconds).row())
-    say("")
-    say(format_table(HEADER, rows))
+    cases = [(b, m) for b in names for m in ("sync", "asyncio", "trio")
+             if m != "trio" or _has_trio()]  # fmt: skip
+    if progress is None:
+        progress = Progress()
+    progress.total = len(cases)
+    results = []
+    with server_dsn(dsn, progress.note) as target:
+        for backend, mode in cases:
+            progress(f"{backend} / {mode}: {workers} workers for {seconds:g} s")
+            results.append(run_one(target, backend, mode, workers, seconds))
+    if as_json:
+        data = {"dsn": redact_dsn(dsn) if dsn else None, "seconds": seconds, "workers": workers,
+                "results": [r.as_dict() for r in results]}  # fmt: skip
+        say(json.dumps(data, indent=2))
+    else:
+        say(format_table(HEADER, [r.row() for r in results]))
     return 0
 
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from .._demo import server_dsn
+from .._progress import Progress
 from ._chart import INSTALL, have_matplotlib, write_chart
 from ._harness import run_system
 from ._report import Report
@@ -47,8 +48,14 @@ def run_bench(
     only: list[str] | None = None,
     say: Callable[[str], None] = print,
 ) -> Report:
-    """Run every system (those whose name contains one of ``only``, if given) ``rounds`` times."""
+    """Run every system (those whose name contains one of ``only``, if given) ``rounds`` times.
+
+    ``say`` is told as each system starts a round; a :class:`Progress` also learns how many
+    times that will be.
+    """
     chosen = [s for s in systems() if not only or any(o in s.name for o in only)]
+    if isinstance(say, Progress):
+        say.total = rounds * len(chosen)
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "machine": platform.platform(),
         "cpus": os.cpu_count(), "python": platform.python_version(), "sql": SQL,
@@ -61,7 +68,7 @@ def run_bench(
     for rnd in range(rounds):
         k = rnd % len(chosen) if chosen else 0
         for system in chosen[k:] + chosen[:k]:
-            say(f"round {rnd + 1}/{rounds}: {system.name} ({system.runtime})")
+            say(f"round {rnd + 1}/{rounds}: {system.name}, {system.runtime}")
             cells.extend(run_system(system, dsn, rnd, seconds, warmup, workloads))
     meta["wall_s"] = round(time.perf_counter() - started, 1)
     report = Report(cells, meta)
@@ -76,13 +83,21 @@ def bench(
     only: list[str] | None = None,
     say: Callable[[str], None] = print,
     chart_path: str | None = None,
+    progress: Progress | None = None,
 ) -> int:
-    """The ``bench`` command: run, print the tables and targets, save JSON and chart."""
+    """The ``bench`` command: run, print the tables and targets, save JSON and chart.
+
+    ``json_path`` "-" prints the raw results (the JSON that a path would hold) instead of
+    the tables. ``progress`` is told of each system and round (default: stderr, when it is
+    a terminal).
+    """
     if chart_path and not have_matplotlib():
         say(INSTALL)
         return 2
     settings = QUICK if quick else FULL
-    with server_dsn(dsn, say) as target:
+    if progress is None:
+        progress = Progress()
+    with server_dsn(dsn, progress.note) as target:
         report = run_bench(
             target,
             seconds=settings["seconds"],
@@ -90,13 +105,27 @@ def bench(
             warmup=settings["warmup"],
             workloads=QUICK_WORKLOADS if quick else FULL_WORKLOADS,
             only=only,
-            say=say,
+            say=progress,
         )
+    if json_path == "-":
+        say(report.to_json())
+    else:
+        _say_tables(report, settings, say)
+    if json_path and json_path != "-":
+        with open(json_path, "w") as f:
+            f.write(report.to_json())
+        say(f"raw results: {json_path}")
+    if chart_path:
+        write_chart(report, chart_path)
+        (progress.note if json_path == "-" else say)(f"chart: {chart_path}")
+    return 0
+
+
+def _say_tables(report: Report, settings: dict[str, float], say: Callable[[str], None]) -> None:
     for section in (report.table(), report.fairness_table()):
         if section:
-            say("")
             say(section)
-    say("")
+            say("")
     say(f"{settings['rounds']:g} rounds x {settings['seconds']:g} s per cell; medians over "
         f"rounds; {report.meta['wall_s']:g} s.")  # fmt: skip
     for note in NOTES:
@@ -104,11 +133,3 @@ def bench(
     say("")
     say("targets (a ratio is the median of per-round ratios)")
     say(targets_table(report.targets))
-    if json_path:
-        with open(json_path, "w") as f:
-            f.write(report.to_json())
-        say(f"raw results: {json_path}")
-    if chart_path:
-        write_chart(report, chart_path)
-        say(f"chart: {chart_path}")
-    return 0
