@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import getpass
 import pickle
 
 import pytest
@@ -51,6 +52,8 @@ from unipool._errors import (
     error_class_for_sqlstate,
     make_database_error,
 )
+from unipool.backends._session import connect_failed, server_named
+from unipool.backends.base import ConnectParams
 
 EXCEPTION_CLASSES = [
     obj
@@ -254,6 +257,68 @@ def test_connect_error_is_permanent_for_auth_and_missing_database(
 ) -> None:
     assert ConnectError("x", sqlstate=sqlstate).permanent is permanent
     assert ConnectError("x", sqlstate=sqlstate, permanent=not permanent).permanent is not permanent
+
+
+@pytest.mark.parametrize(
+    ("dsn", "kwargs", "named"),
+    [
+        (
+            "postgresql://bob:hunter22@db.example:6432/app",
+            {},
+            'server db.example:6432, database "app", user "bob"',
+        ),
+        (
+            "host=db.example user=bob password=hunter22",
+            {},
+            'server db.example:5432, database "bob", user "bob"',
+        ),
+        ("postgresql://bob@[::1]/app", {}, 'server [::1]:5432, database "app", user "bob"'),
+        (
+            "postgresql://bob@/app?host=/run/pg&port=5433",
+            {},
+            'server /run/pg/.s.PGSQL.5433, database "app", user "bob"',
+        ),
+        ("postgresql://bob@a:1,b/app", {}, 'servers a:1, b:5432, database "app", user "bob"'),
+        (
+            "postgresql://bob@a/app",
+            {"user": "eve", "dbname": "x", "password": "hunter22"},
+            'server a:5432, database "x", user "eve"',
+        ),
+        (
+            "postgresql://bob@a/app",
+            {"host": "c,d", "port": 7, "database": "y"},
+            'servers c:7, d:7, database "y", user "bob"',
+        ),
+        (
+            "postgresql://bob@a/app",
+            {"username": "eve", "db_name": "z"},
+            'server a:5432, database "z", user "eve"',
+        ),
+    ],
+)
+def test_connect_errors_name_the_server(dsn: str, kwargs: dict[str, object], named: str) -> None:
+    params = ConnectParams(dsn, kwargs=kwargs, secrets=("hunter22",))
+    error = connect_failed("it failed", params, "08001")
+    assert str(error) == f"{named}: it failed"
+    assert "hunter22" not in repr(error) + str(error) + str(error.dsn)
+
+
+def test_connect_errors_name_the_host_that_failed_last_where_known() -> None:
+    params = ConnectParams("postgresql://bob@a:1,b:2/app")
+    named = 'servers a:1, b:2 (error from b:2), database "app", user "bob"'
+    assert server_named(params, last_host=True) == named
+    single = ConnectParams("postgresql://bob@a:1/app")
+    assert server_named(single, last_host=True) == 'server a:1, database "app", user "bob"'
+
+
+def test_connect_errors_name_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("PGHOST", "PGPORT", "PGUSER", "PGDATABASE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PGPORT", "5499")
+    monkeypatch.setattr(getpass, "getuser", lambda: "osuser")
+    named = 'server (default host):5499, database "osuser", user "osuser"'
+    assert server_named(ConnectParams(None)) == named
+    assert server_named(ConnectParams("postgresql://x:notaport/")).startswith("server (default")
 
 
 def test_connection_lost_attributes() -> None:

@@ -16,6 +16,8 @@ from psycopg import sql
 
 import unipool
 from tests._modes import open_pool
+from tests.test_bad_input import Listener
+from unipool._dsn import ConnInfo, parse_dsn
 from unipool.testing import TempServer
 
 SECRET = "s3cr3t-Pa55word"
@@ -233,3 +235,98 @@ async def test_no_password_anywhere(
         assert records, "a failing connection is logged"
     leaks = [(text, found) for text in texts if (found := _leaks(text, secrets))]
     assert not leaks
+
+
+# -- every connect error names the server -----------------------------------------------------
+
+#: The failures a connection attempt may meet, and the SQLSTATE each gives.
+KINDS = {
+    "refused": "08001",
+    "timed out": "08001",
+    "wrong password": "28P01",
+    "missing role": "28000",
+    "missing database": "3D000",
+    "tls": "08001",
+}
+#: libpq (so psycopg) rounds connect_timeout up to whole seconds, and to 2 at the least.
+_ATTEMPT = {"psycopg": 2.0}
+
+
+@dataclasses.dataclass
+class Target:
+    """A DSN that fails one way, and the server, database and user its error must name."""
+
+    dsn: str
+    server: str
+    dbname: str
+    user: str
+
+
+def _target(kind: str, suite_dsn: str, password_server: TempServer, silent_port: int) -> Target:
+    suite = parse_dsn(suite_dsn, env={})
+    host, port = suite.hosts[0]
+    if kind in ("missing role", "missing database"):  # the suite's server, which trusts us
+        user = "unipool_no_such_role" if kind == "missing role" else suite.user or "postgres"
+        dbname = "unipool_no_such_database" if kind == "missing database" else "test"
+    else:
+        host, port, user, dbname = "127.0.0.1", password_server.port, APP, "test"
+        if kind == "refused":
+            port = _free_port()
+        elif kind == "timed out":
+            port = silent_port
+    password = "Wr0ng/" + APP_SECRET if kind == "wrong password" else APP_SECRET
+    params = {"sslmode": "require"} if kind == "tls" else {"sslmode": "disable"}
+    info = ConnInfo(((host, port),), user, password, dbname, params)
+    return Target(info.to_uri(), f"{host}:{port}", dbname, user)
+
+
+async def _connect_error(mode: str, backend: str, dsn: str) -> unipool.ConnectError:
+    """The ConnectError of a lazy pool's first acquire: raised, or the PoolTimeout's cause."""
+    timeout = _ATTEMPT.get(backend, 0.3) + 0.7
+    options: dict[str, Any] = {"connect_timeout": 0.3, "acquire_timeout": timeout}
+    async with open_pool(mode, dsn, backend, wait=False, **options) as pool:
+        with pytest.raises((unipool.ConnectError, unipool.PoolTimeout)) as info:
+            async with pool.acquire():
+                pass
+    error = info.value if isinstance(info.value, unipool.ConnectError) else info.value.__cause__
+    assert isinstance(error, unipool.ConnectError), repr(info.value)
+    texts = [text for e in _chain(info.value) for text in (str(e), repr(e))]
+    assert not [(text, found) for text in texts if (found := _leaks(text, [APP_SECRET]))]
+    assert isinstance(error.__cause__, Exception)  # the driver's own error
+    return error
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_connect_errors_name_the_server(
+    password_server: TempServer, dsn: str, mode: str, backend: str, kind: str
+) -> None:
+    """Host and port, database and user, whatever the failure and the backend; no password."""
+    silent = Listener("silent")
+    try:
+        target = _target(kind, dsn, password_server, silent.port)
+        error = await _connect_error(mode, backend, target.dsn)
+    finally:
+        silent.close()
+    assert error.sqlstate == KINDS[kind], str(error)
+    named = f'server {target.server}, database "{target.dbname}", user "{target.user}": '
+    for text in (str(error), repr(error), error.message):
+        assert named in text, text
+    assert error.dsn is not None and APP_SECRET not in error.dsn
+    assert error.permanent is (kind not in ("refused", "timed out"))
+
+
+async def test_connect_errors_name_each_host(
+    password_server: TempServer, mode: str, backend: str
+) -> None:
+    """With several hosts, each is named; where the driver tells (psqlpy), which failed."""
+    down = f"127.0.0.1:{_free_port()}"
+    up = f"127.0.0.1:{password_server.port}"
+    wrong = quote("Wr0ng/" + APP_SECRET, safe="")
+    error = await _connect_error(mode, backend, f"postgresql://{APP}:{wrong}@{down},{up}/test")
+    assert error.sqlstate == "28P01"
+    hosts = (
+        f"servers {down}, {up} (error from {up})"
+        if backend == "psqlpy"
+        else f"servers {down}, {up}"
+    )
+    assert f'{hosts}, database "test", user "{APP}": ' in str(error), str(error)

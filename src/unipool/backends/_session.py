@@ -3,11 +3,16 @@ with, what a failed connection attempt means, and which errors mean it is lost."
 
 from __future__ import annotations
 
+import getpass
 from collections.abc import Mapping
 from typing import Any
 
+from .._dsn import ConnInfo, parse_dsn, scrub
 from .._errors import ConnectError
 from .base import ConnectParams
+
+#: The port every driver uses when neither the DSN, PGPORT nor ``connect_kwargs`` gives one.
+_DEFAULT_PORT = "5432"
 
 #: Besides class 08 (connection exception): the server shut the session down.
 _LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
@@ -57,11 +62,75 @@ def tls_failed(message: str) -> bool:
 
 
 def connect_failed(
-    message: str, params: ConnectParams, sqlstate: str | None, *, tls: bool = False
+    message: str,
+    params: ConnectParams,
+    sqlstate: str | None,
+    *,
+    tls: bool = False,
+    last_host: bool = False,
 ) -> ConnectError:
     """The error of a failed connection attempt: permanent if it failed for TLS (``tls``),
-    else as its SQLSTATE says."""
-    return ConnectError(message, dsn=params.dsn, sqlstate=sqlstate, permanent=True if tls else None)
+    else as its SQLSTATE says.
+
+    Its message names the server (`server_named`) before the driver's ``message``;
+    ``last_host``: the driver's message is that of the last host of the DSN.
+    """
+    text = scrub(f"{server_named(params, last_host=last_host)}: {message}", params.secrets)
+    return ConnectError(text, dsn=params.dsn, sqlstate=sqlstate, permanent=True if tls else None)
+
+
+def server_named(params: ConnectParams, *, last_host: bool = False) -> str:
+    """What a connect error says of the server: each host and port, the database and the
+    user, as the DSN, the environment and ``connect_kwargs`` give them (else as libpq
+    defaults them); never the password.
+
+    ``server 127.0.0.1:5432, database "app", user "me"``, or with several hosts
+    ``servers h1:5432, h2:5433 (error from h2:5433), ...`` where ``last_host`` says the
+    error is the last host's.
+    """
+    hosts, dbname, user = _target(params)
+    names = [_host_text(host, port) for host, port in hosts] or [_host_text("", "")]
+    where = f"server {names[0]}" if len(names) == 1 else "servers " + ", ".join(names)
+    if last_host and len(names) > 1:
+        where += f" (error from {names[-1]})"
+    user = user or _os_user()
+    return f'{where}, database "{dbname or user}", user "{user}"'
+
+
+def _target(params: ConnectParams) -> tuple[list[tuple[str, str]], str | None, str | None]:
+    """The hosts and ports, database and user of ``params``: the DSN's, overridden by the
+    keyword arguments the drivers take for them."""
+    try:
+        info = parse_dsn(params.dsn)
+    except ValueError:  # refused at unipool.connect(); a connect hook may still take it
+        info = ConnInfo()
+    hosts = [(host, str(port or "")) for host, port in info.hosts]
+    kwargs = params.kwargs
+    if kwargs.get("host") or kwargs.get("port"):
+        names = str(kwargs.get("host") or ",".join(h for h, _ in hosts)).split(",")
+        ports = str(kwargs.get("port") or ",".join(p for _, p in hosts)).split(",")
+        ports += [ports[-1]] * (len(names) - len(ports))  # one port for all, as in libpq
+        hosts = list(zip(names, ports, strict=False))
+    user = kwargs.get("user") or kwargs.get("username") or info.user
+    dbname = kwargs.get("dbname") or kwargs.get("database") or kwargs.get("db_name")
+    return hosts, str(dbname or info.dbname or "") or None, str(user or "") or None
+
+
+def _host_text(host: str, port: str) -> str:
+    port = port.strip() or _DEFAULT_PORT
+    if host.startswith("/"):  # a unix-socket directory: its socket, as libpq names it
+        return f"{host.rstrip('/')}/.s.PGSQL.{port}"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host or '(default host)'}:{port}"
+
+
+def _os_user() -> str:
+    """The operating system's user name, libpq's default user."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError, ImportError):  # no LOGNAME, USER... nor a passwd entry
+        return "(unknown)"
 
 
 def startup_settings(params: ConnectParams) -> tuple[dict[str, Any], str | None]:

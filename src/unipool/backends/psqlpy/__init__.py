@@ -33,6 +33,7 @@ from psqlpy import exceptions as pe
 from ..._dsn import ConnInfo
 from ..._errors import ConnectionLost
 from ..base import POOL_CALL, ConnectParams, Runtime
+from . import _fork
 from ._conn import CANCEL_TIMEOUT, CUT_MESSAGE, PsqlpyConn
 from ._copy import collected
 from ._errors import connect_error, server_sqlstate
@@ -42,6 +43,8 @@ T = TypeVar("T")
 
 
 async def _connect(params: ConnectParams) -> PsqlpyConn:
+    _fork.check_connect(params)
+    _fork.ran()
     dsn, kwargs = connect_args(params)
     if params.connect_timeout is not None:
         kwargs.setdefault("connect_timeout_sec", max(1, int(params.connect_timeout)))
@@ -227,6 +230,7 @@ class PsqlpyBackend:
         from .._bridge import shared_loop
         from .._bridged import SyncBridge
 
+        _fork.check_connect(params)  # before the loop thread or the pump is started
         conn = _loop_call(_connect_timed, params)
         if not _pump_works():
             return SyncBridge(conn, shared_loop(), conn.terminate)
@@ -234,6 +238,7 @@ class PsqlpyBackend:
         return SyncBridge(conn, runner, runner.cut)
 
     async def connect_async(self, params: ConnectParams, runtime: Runtime) -> Any:
+        _fork.check_connect(params)
         if runtime == "asyncio":
             return await _connect_timed(params)
         from .._bridged import AsyncBridge

@@ -16,6 +16,7 @@ import asyncio
 import atexit
 import contextlib
 import json
+import os
 import re
 import secrets
 import sys
@@ -33,6 +34,7 @@ from ..._record import Record
 from ..._sql import first_words, qualified_name, quote_ident, reset_statement
 from .._copyio import achunks, sink
 from ..base import POOL_CALL, ConnectParams, CopyTarget, TxStatus
+from . import _fork
 from ._copy import TABLE_COLUMNS, collected, format_copy, parse_copy
 from ._errors import map_error
 from ._params import connect_args
@@ -106,6 +108,8 @@ class PsqlpyConn:
         On the connection's loop the call's task is known while it runs, so that
         `terminate` can fail it.
         """
+        if _fork.forked:  # inherited from the parent process: psqlpy would wait forever
+            raise _fork.inherited()
         self._task = task = _task_of(self._loop) if self._thread == _get_ident() else None
         try:
             try:
@@ -532,6 +536,10 @@ def _remember(cache: dict[str, Any], key: str, value: Any) -> None:
     if len(cache) >= _CACHE_MAX:
         cache.clear()
     cache[key] = value
+
+
+if hasattr(os, "register_at_fork"):  # a child's connections are its parent's: never closed
+    os.register_at_fork(after_in_child=_live.clear)
 
 
 @atexit.register

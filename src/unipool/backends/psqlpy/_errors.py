@@ -7,7 +7,7 @@ import re
 
 from psqlpy import exceptions as pe
 
-from ..._dsn import scrub
+from ..._dsn import parse_dsn, scrub
 from ..._errors import (
     CommandTimeout,
     ConnectError,
@@ -114,11 +114,25 @@ _POOL_NOISE = "Database engine pool exception: Error occurred while creating a n
 
 
 def connect_error(exc: BaseException, params: ConnectParams) -> ConnectError:
-    """The unipool exception for a failed connection attempt."""
+    """The unipool exception for a failed connection attempt.
+
+    psqlpy tries every host of the DSN in turn, whatever the failure, and reports the last
+    one's error; the message says which host that is, unless the hosts were shuffled
+    (``load_balance_hosts=random``) or the attempt ran out of time (on any host).
+    """
     message = scrub(str(exc) or "connection timed out", params.secrets).replace(_POOL_NOISE, "")
+    last = not isinstance(exc, TimeoutError) and _in_order(params)
     if "db error:" not in message:  # no server answer: refused, unreachable, timed out, TLS
-        return connect_failed(message, params, "08001", tls=tls_failed(message))
-    return connect_failed(message, params, refusal_sqlstate(message))
+        return connect_failed(message, params, "08001", tls=tls_failed(message), last_host=last)
+    return connect_failed(message, params, refusal_sqlstate(message), last_host=last)
+
+
+def _in_order(params: ConnectParams) -> bool:
+    """Whether psqlpy tries the hosts in the DSN's order."""
+    try:
+        return parse_dsn(params.dsn).params.get("load_balance_hosts") != "random"
+    except ValueError:
+        return False
 
 
 def server_sqlstate(exc: BaseException) -> str | None:

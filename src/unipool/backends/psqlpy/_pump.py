@@ -387,6 +387,9 @@ def _self_test() -> str | None:
         import psqlpy
     except ImportError:
         return "psqlpy is not installed"
+    from . import _fork
+
+    _fork.ran()
     found: str | None = _NOT_EXERCISED
     for _ in range(3):
         try:
