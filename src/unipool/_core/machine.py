@@ -64,6 +64,7 @@ tells when it is due.
 
 from __future__ import annotations
 
+import copy
 import math
 
 from .._errors import ConnectError, PoolClosed, PoolTimeout, TooManyWaiters
@@ -90,9 +91,9 @@ from .state import CoreState
 
 def _again(error: ConnectError) -> ConnectError:
     """A fresh copy of ``error`` to raise (one object raised over and over would
-    collect every raise in its traceback), with the same driver error as its cause."""
-    again = ConnectError(error.message, dsn=error.dsn, sqlstate=error.sqlstate)
-    again.permanent = error.permanent
+    collect every raise in its traceback): of its class, with the same driver error as
+    its cause."""
+    again = copy.copy(error)
     again.__cause__ = error.__cause__
     return again
 
