@@ -16,7 +16,11 @@ ALIASES = {"max_inactive_connection_lifetime": "max_idle"}
 
 @dataclass(frozen=True)
 class PoolOptions:
-    """Every option of a pool, validated; see the README for their meaning."""
+    """Every option of a pool, validated: the keywords of :func:`unipool.connect`.
+
+    Their meanings and defaults are in the README's table of options; sizes are
+    counts, times are seconds, and ``None`` turns a time limit off.
+    """
 
     min_size: int = 1
     max_size: int = 10
@@ -47,7 +51,18 @@ class PoolOptions:
     listeners: tuple[Any, ...] = ()
 
     def with_changes(self, **changes: Any) -> PoolOptions:
-        """A validated copy with ``changes`` applied."""
+        """A validated copy with ``changes`` applied.
+
+        Args:
+            **changes: Options to replace, by name.
+
+        Returns:
+            The new options.
+
+        Raises:
+            TypeError: an unknown option, or a value of the wrong type.
+            ValueError: a value out of range, or ``min_size > max_size``.
+        """
         return build_options(**{**self._as_dict(), **changes})
 
     def _as_dict(self) -> dict[str, Any]:
