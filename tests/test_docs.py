@@ -11,8 +11,8 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 def test_docs_build_without_warnings(tmp_path: Path) -> None:
-    for module in ("sphinx", "myst_parser", "furo"):
-        pytest.importorskip(module, reason=f"{module} is not installed (the docs dependency group)")
+    # Only a missing Sphinx skips: with Sphinx there, a missing extension or theme fails.
+    pytest.importorskip("sphinx", reason="Sphinx is not installed (the docs dependency group)")
     import sphinx.deprecation
     from sphinx.cmd.build import build_main
 
