@@ -1,4 +1,5 @@
-"""Developer tasks: ``nox -s tests``, ``nox -s lint``, ``nox -s mypy``, ``nox -s bench``."""
+"""Developer tasks: ``nox -s tests``, ``nox -s lint``, ``nox -s mypy``, ``nox -s docs``,
+``nox -s bench``."""
 
 from __future__ import annotations
 
@@ -39,6 +40,17 @@ def mypy(session: nox.Session) -> None:
     """mypy --strict over the package and the tests."""
     install(session, "lint")
     session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The docs site (Sphinx, MyST, furo) in docs/_build/html; any warning fails it.
+
+    Arguments go to sphinx-build after these: ``nox -s docs -- -b linkcheck``.
+    """
+    install(session, "docs")
+    session.run("python", "-m", "sphinx", "-E", "-W", "--keep-going", "-n", "-b", "html",
+                "docs", "docs/_build/html", *session.posargs)  # fmt: skip
 
 
 @nox.session

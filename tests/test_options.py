@@ -19,7 +19,11 @@ BAD = [
     ({"max_lifetime": math.nan}, ValueError, "max_lifetime must be a non-negative number"),
     ({"check": True}, TypeError, "check must be a number of seconds, not bool"),
     ({"init": "setup.sql"}, TypeError, "init must be a callable, not str"),
-    ({"connect_kwargs": [("a", 1)]}, TypeError, "connect_kwargs must be a mapping or a callable, not list"),
+    (
+        {"connect_kwargs": [("a", 1)]},
+        TypeError,
+        "connect_kwargs must be a mapping or a callable, not list",
+    ),
     ({"pgbouncer": 1}, TypeError, "pgbouncer must be True or False, not int"),
     ({"name": 7}, TypeError, "name must be a str, not int"),
     ({"max_size": 0}, ValueError, "max_size must be at least 1, not 0"),

@@ -13,8 +13,25 @@ from ._pool import Pool
 def connect(dsn: str | None = None, *, backend: str | Any = "psycopg", **options: Any) -> Pool:
     """Create a pool; it opens on first use, in the mode of that use.
 
-    ``dsn`` is a libpq URI (``postgresql://``) or ``key=value`` string; None
-    means the libpq environment variables (``PGHOST``, ``PGUSER``, ...).
+    No I/O happens here: what can be checked is checked at once, and connections are
+    opened by ``with pool:`` / ``async with pool:``, ``open()`` / ``aopen()``, or the
+    first ``acquire()``, which also binds the pool to blocking use or to the running
+    event loop.
+
+    Args:
+        dsn: A libpq URI (``postgresql://``, multi-host allowed) or a ``key=value``
+            string; ``None`` means the libpq environment variables (``PGHOST``,
+            ``PGUSER``, ...).
+        backend: ``"psycopg"`` (the default), ``"asyncpg"`` or ``"psqlpy"``.
+        **options: The pool's options (``min_size``, ``max_size``, ``acquire_timeout``,
+            ``max_waiting``, ``max_queries``, ``max_lifetime``, ``max_idle``,
+            ``connect_timeout``, ``command_timeout``, ``reconnect_timeout``, ``check``,
+            ``leak_timeout``, ``connect``, ``init``, ``setup``, ``reset``,
+            ``connect_kwargs``, ``password``, ``name``, ``pgbouncer``, ``listeners``),
+            as in the README's table and :class:`PoolOptions`.
+
+    Returns:
+        A :class:`Pool`, not yet open.
 
     Raises:
         ValueError: an unknown or uninstalled backend, a malformed DSN (or one

@@ -95,13 +95,31 @@ class _Borrowed:
 
 
 class Connection(_Borrowed):
-    """A borrowed connection, blocking API. Use it from one thread at a time."""
+    """A borrowed connection, blocking API. Use it from one thread at a time.
+
+    Made by the pool (``with pool.acquire() as conn``), never directly.
+    """
 
     __slots__ = ()
     _driver: SyncConn
 
     def execute(self, sql: str, *args: Any) -> str:
-        """Run ``sql`` with ``$n`` parameters; the server's command tag (``"INSERT 0 1"``)."""
+        """Run ``sql`` with ``$n`` parameters.
+
+        Args:
+            sql: One statement (or several without parameters), ``$1, $2, ...``
+                placeholders.
+            *args: The parameters, one per placeholder.
+
+        Returns:
+            The server's command tag (``"INSERT 0 1"``).
+
+        Raises:
+            DatabaseError: the server refused it (a subclass by SQLSTATE; past
+                ``command_timeout``, :class:`CommandTimeout`).
+            ConnectionLost: the connection died; it will be replaced.
+            InterfaceError: this connection was given back to the pool.
+        """
         try:
             return self._use(sql).execute(sql, args)  # type: ignore[no-any-return]
         except Error as exc:
@@ -109,7 +127,18 @@ class Connection(_Borrowed):
             raise
 
     def executemany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> None:
-        """Run ``sql`` once for each parameter tuple."""
+        """Run ``sql`` once for each parameter tuple.
+
+        Args:
+            sql: One statement with ``$1, $2, ...`` placeholders.
+            args_seq: The parameter tuples, one per run.
+
+        Raises:
+            DatabaseError: the server refused it (a subclass by SQLSTATE; past
+                ``command_timeout``, :class:`CommandTimeout`).
+            ConnectionLost: the connection died; it will be replaced.
+            InterfaceError: this connection was given back to the pool.
+        """
         try:
             self._use(sql).executemany(sql, args_seq)
         except Error as exc:
@@ -117,7 +146,22 @@ class Connection(_Borrowed):
             raise
 
     def fetch(self, sql: str, *args: Any) -> list[Record]:
-        """All rows of ``sql``."""
+        """All rows of ``sql``.
+
+        Args:
+            sql: One statement (or several without parameters), ``$1, $2, ...``
+                placeholders.
+            *args: The parameters, one per placeholder.
+
+        Returns:
+            A list of :class:`Record`.
+
+        Raises:
+            DatabaseError: the server refused it (a subclass by SQLSTATE; past
+                ``command_timeout``, :class:`CommandTimeout`).
+            ConnectionLost: the connection died; it will be replaced.
+            InterfaceError: this connection was given back to the pool.
+        """
         try:
             return self._use(sql).fetch(sql, args)  # type: ignore[no-any-return]
         except Error as exc:
@@ -125,7 +169,22 @@ class Connection(_Borrowed):
             raise
 
     def fetchrow(self, sql: str, *args: Any) -> Record | None:
-        """The first row of ``sql``, or None."""
+        """The first row of ``sql``, or None.
+
+        Args:
+            sql: One statement (or several without parameters), ``$1, $2, ...``
+                placeholders.
+            *args: The parameters, one per placeholder.
+
+        Returns:
+            A :class:`Record`, or ``None`` when there is no row.
+
+        Raises:
+            DatabaseError: the server refused it (a subclass by SQLSTATE; past
+                ``command_timeout``, :class:`CommandTimeout`).
+            ConnectionLost: the connection died; it will be replaced.
+            InterfaceError: this connection was given back to the pool.
+        """
         try:
             return self._use(sql).fetchrow(sql, args)  # type: ignore[no-any-return]
         except Error as exc:
@@ -133,7 +192,23 @@ class Connection(_Borrowed):
             raise
 
     def fetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
-        """One value of the first row of ``sql`` (None if there is no row)."""
+        """One value of the first row of ``sql`` (None if there is no row).
+
+        Args:
+            sql: One statement (or several without parameters), ``$1, $2, ...``
+                placeholders.
+            *args: The parameters, one per placeholder.
+            column: The position of the value in the row.
+
+        Returns:
+            The value, or ``None`` when there is no row.
+
+        Raises:
+            DatabaseError: the server refused it (a subclass by SQLSTATE; past
+                ``command_timeout``, :class:`CommandTimeout`).
+            ConnectionLost: the connection died; it will be replaced.
+            InterfaceError: this connection was given back to the pool.
+        """
         try:
             return self._use(sql).fetchval(sql, args, column)
         except Error as exc:
@@ -141,7 +216,21 @@ class Connection(_Borrowed):
             raise
 
     def fetchmany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> list[list[Record]]:
-        """Run ``sql`` once per parameter tuple; the rows of each run."""
+        """Run ``sql`` once per parameter tuple; the rows of each run.
+
+        Args:
+            sql: One statement with ``$1, $2, ...`` placeholders.
+            args_seq: The parameter tuples, one per run.
+
+        Returns:
+            A list of lists of :class:`Record`, one list per run.
+
+        Raises:
+            DatabaseError: the server refused it (a subclass by SQLSTATE; past
+                ``command_timeout``, :class:`CommandTimeout`).
+            ConnectionLost: the connection died; it will be replaced.
+            InterfaceError: this connection was given back to the pool.
+        """
         try:
             return [self._use(sql).fetch(sql, tuple(args)) for args in args_seq]
         except Error as exc:
@@ -156,7 +245,22 @@ class Connection(_Borrowed):
         columns: Sequence[str] | None = None,
         schema_name: str | None = None,
     ) -> str:
-        """Copy ``records`` (tuples) into a table; the command tag (``"COPY n"``)."""
+        """Copy ``records`` (tuples) into a table.
+
+        Args:
+            table_name: The table.
+            records: The rows, each a sequence of values in column order.
+            columns: The columns the values go to; ``None``: all, in table order.
+            schema_name: The table's schema; ``None``: the ``search_path``.
+
+        Returns:
+            The command tag (``"COPY n"``).
+
+        Raises:
+            DatabaseError: the server refused it (a subclass by SQLSTATE).
+            ConnectionLost: the connection died; it will be replaced.
+            InterfaceError: this connection was given back to the pool.
+        """
         try:
             driver = self._use("COPY")
             return driver.copy_records((table_name, schema_name, columns), records)  # type: ignore[no-any-return]
@@ -175,8 +279,24 @@ class Connection(_Borrowed):
     ) -> str:
         """Copy data from ``source`` (a path, a file or an iterable of bytes) into a table.
 
-        ``options``: ``format`` (text, csv, binary), ``delimiter``, ``null``,
-        ``header``, ``quote``, ``escape``, ``encoding``.
+        Args:
+            table_name: The table.
+            source: A path, a binary file open for reading, or an iterable of bytes.
+            columns: The columns the data fills; ``None``: all, in table order.
+            schema_name: The table's schema; ``None``: the ``search_path``.
+            **options: COPY options, a subset of asyncpg's: ``format`` (``text``,
+                ``csv``, ``binary``), ``delimiter``, ``null``, ``header``, ``quote``,
+                ``escape``, ``encoding``.
+
+        Returns:
+            The command tag (``"COPY n"``).
+
+        Raises:
+            TypeError: an unknown COPY option.
+            ValueError: an unknown ``format``.
+            DatabaseError: the server refused it (a subclass by SQLSTATE).
+            ConnectionLost: the connection died; it will be replaced.
+            InterfaceError: this connection was given back to the pool.
         """
         target = (table_name, schema_name, columns)
         try:
@@ -195,7 +315,26 @@ class Connection(_Borrowed):
         schema_name: str | None = None,
         **options: Any,
     ) -> str:
-        """Copy a table to ``output`` (a path or a writable binary file); options as above."""
+        """Copy a table to ``output`` (a path or a writable binary file).
+
+        Args:
+            table_name: The table.
+            output: A path, or a binary file open for writing.
+            columns: The columns to copy; ``None``: all, in table order.
+            schema_name: The table's schema; ``None``: the ``search_path``.
+            **options: COPY options, as for :meth:`copy_to_table`.
+
+        Returns:
+            The command tag (``"COPY n"``).
+
+        Raises:
+            TypeError: an unknown COPY option.
+            ValueError: an unknown ``format``.
+            NotSupportedError: ``format="binary"`` on psqlpy.
+            DatabaseError: the server refused it (a subclass by SQLSTATE).
+            ConnectionLost: the connection died; it will be replaced.
+            InterfaceError: this connection was given back to the pool.
+        """
         target = (table_name, schema_name, columns)
         try:
             driver = self._use("COPY")
@@ -209,15 +348,30 @@ class Connection(_Borrowed):
     ) -> Transaction:
         """A transaction block (a savepoint when nested): commits on success, rolls back on error.
 
+        Args:
+            isolation: ``"read_committed"``, ``"repeatable_read"``, ``"serializable"``,
+                or ``None`` for the server's default.
+            readonly: Open it ``READ ONLY``.
+            deferrable: Open it ``DEFERRABLE`` (with ``serializable`` and ``readonly``).
+
+        Returns:
+            A :class:`Transaction`, used as ``with conn.transaction():``.
+
         Raises:
             ValueError: an unknown isolation level.
+            InterfaceError: a nested transaction given characteristics of its own.
         """
         sql = self._begin_sql(isolation, readonly, deferrable)
         return Transaction(self, sql)
 
 
 class AsyncConnection(_Borrowed):
-    """A borrowed connection, async API. Use it from one task at a time."""
+    """A borrowed connection, async API. Use it from one task at a time.
+
+    Made by the pool (``async with pool.acquire() as conn``), never directly. Each
+    method is the awaitable twin of :class:`Connection`'s, with the same arguments,
+    results and errors.
+    """
 
     __slots__ = ()
     _driver: AsyncConn

@@ -100,7 +100,12 @@ class TooManyWaiters(PoolError):
 
 
 class UsageError(Error):
-    """Raised when the API is misused, e.g. a connection used after its release."""
+    """Raised when the pool is used in a way it cannot serve: from another mode or event
+    loop than the one it was opened in, blocking calls inside a running event loop, or
+    an integration (``unipool.sqlalchemy``) asked for a combination it refuses.
+
+    A connection used after its release raises `InterfaceError` instead.
+    """
 
 
 class InterfaceError(Error):

@@ -16,7 +16,44 @@ ALIASES = {"max_inactive_connection_lifetime": "max_idle"}
 
 @dataclass(frozen=True)
 class PoolOptions:
-    """Every option of a pool, validated; see the README for their meaning."""
+    """Every option of a pool, validated: the keywords of :func:`unipool.connect`.
+
+    Sizes are counts, times are seconds, and ``None`` turns a time limit off.
+
+    Attributes:
+        min_size: Connections kept open at least (default 1).
+        max_size: Connections open at most, counting ones being opened (default 10).
+        acquire_timeout: How long ``acquire()`` waits before ``PoolTimeout`` (30).
+        max_waiting: Queued requests allowed; past it, ``TooManyWaiters`` at once
+            (0: unbounded).
+        max_queries: A connection is replaced after this many queries (50 000).
+        max_lifetime: A connection is replaced after this age, less up to 10 %
+            jitter (3600).
+        max_idle: Idle connections above ``min_size`` close after this long (600;
+            alias ``max_inactive_connection_lifetime``).
+        connect_timeout: Per connection attempt (10).
+        command_timeout: Per statement; past it, ``CommandTimeout`` (none).
+        reconnect_timeout: How long the pool keeps refilling to ``min_size`` in the
+            background while the server is down (300).
+        check: A connection idle this long is pinged before it is handed out (1;
+            psqlpy's default 50 ms); ``None`` pings only suspect connections.
+        leak_timeout: A borrow held longer is logged once with the borrower's stack
+            (none).
+        connect: A connection factory called as ``connect(dsn, **driver_kwargs)``
+            instead of the driver's (a coroutine function for asyncpg and psqlpy,
+            and for psycopg in an async pool).
+        init: A hook run on each new connection.
+        setup: A hook run on each acquire.
+        reset: A hook run on each release, after the pool's own reset.
+        connect_kwargs: Driver arguments (``server_settings`` works on every
+            backend), or a callable answering them for every new connection.
+        password: Overrides the DSN's password: a str, or a callable (a coroutine
+            function allowed in an async pool) called for every new connection.
+        name: Shown in logs, ``repr`` and stats (default ``pool-N``).
+        pgbouncer: The DSN points at PgBouncer in transaction mode (or a pooler like
+            it): no prepared statement outlives a transaction.
+        listeners: Objects told of the pool's events.
+    """
 
     min_size: int = 1
     max_size: int = 10
@@ -47,7 +84,18 @@ class PoolOptions:
     listeners: tuple[Any, ...] = ()
 
     def with_changes(self, **changes: Any) -> PoolOptions:
-        """A validated copy with ``changes`` applied."""
+        """A validated copy with ``changes`` applied.
+
+        Args:
+            **changes: Options to replace, by name.
+
+        Returns:
+            The new options.
+
+        Raises:
+            TypeError: an unknown option, or a value of the wrong type.
+            ValueError: a value out of range, or ``min_size > max_size``.
+        """
         return build_options(**{**self._as_dict(), **changes})
 
     def _as_dict(self) -> dict[str, Any]:

@@ -38,7 +38,13 @@ _CLOSE_TIMEOUT = 5.0
 
 
 class Pool(Shortcuts):
-    """A PostgreSQL connection pool; see :func:`unipool.connect`."""
+    """A PostgreSQL connection pool, made by :func:`unipool.connect` (not directly).
+
+    One object, two faces: the methods without a prefix are for blocking code, those
+    with an ``a`` prefix (``aopen``, ``afetch``, ...) for asyncio or trio; ``acquire()``,
+    ``transaction()`` and the rest serve both. The first use binds the pool to its mode
+    (and event loop) until it is closed.
+    """
 
     def __init__(
         self,
@@ -183,6 +189,10 @@ class Pool(Shortcuts):
     def open(self, wait: bool = True, timeout: float | None = None) -> None:
         """Open the pool for blocking use; with ``wait``, until ``min_size`` connections are open.
 
+        Args:
+            wait: Return only once ``min_size`` connections are open (or raise).
+            timeout: Seconds to wait for them; ``None``: ``acquire_timeout``.
+
         Raises:
             ConnectError: with ``wait``, the server could not be reached or refused us.
             PoolTimeout: with ``wait``, ``min_size`` was not reached in ``timeout`` seconds.
@@ -219,6 +229,10 @@ class Pool(Shortcuts):
     def close(self, timeout: float = _CLOSE_TIMEOUT) -> None:
         """Close the pool: refuse new requests now, wait up to ``timeout`` for borrowers.
 
+        Args:
+            timeout: Seconds borrowers get to give their connections back; then the
+                remaining connections are terminated.
+
         Raises:
             UsageError: the pool is in async use (use ``aclose()``).
         """
@@ -252,8 +266,12 @@ class Pool(Shortcuts):
     ) -> None:
         """Open the pool for async use on the running event loop.
 
-        Background work runs in ``task_group`` if given; ``async with pool:``
-        provides one.
+        Args:
+            wait: Return only once ``min_size`` connections are open (or raise).
+            timeout: Seconds to wait for them; ``None``: ``acquire_timeout``.
+            task_group: An anyio task group for the pool's background work;
+                ``async with pool:`` provides one. Without it, housekeeping runs on
+                acquire and release.
 
         Raises:
             ConnectError: with ``wait``, the server could not be reached or refused us.
@@ -285,6 +303,10 @@ class Pool(Shortcuts):
 
     async def aclose(self, timeout: float = _CLOSE_TIMEOUT) -> None:
         """Close the pool: refuse new requests now, wait up to ``timeout`` for borrowers.
+
+        Args:
+            timeout: Seconds borrowers get to give their connections back; then the
+                remaining connections are terminated.
 
         Raises:
             UsageError: the pool is in blocking use (use ``close()``) or bound to another loop.
@@ -337,7 +359,11 @@ class Pool(Shortcuts):
     def resize(self, max_size: int) -> None:
         """Change ``max_size`` (lowering ``min_size`` too if needed); surplus idle ones close.
 
+        Args:
+            max_size: The new maximum, at least 1.
+
         Raises:
+            TypeError: ``max_size`` is not an int.
             ValueError: ``max_size`` is below 1.
         """
         if isinstance(max_size, bool) or not isinstance(max_size, int):
@@ -351,7 +377,12 @@ class Pool(Shortcuts):
             self._config.min_size = min(self._config.min_size, max_size)
 
     def set_connect_args(self, dsn: str | None = None, **connect_kwargs: Any) -> None:
-        """Use ``dsn`` and ``connect_kwargs`` for connections opened from now on."""
+        """Use ``dsn`` and ``connect_kwargs`` for connections opened from now on.
+
+        Args:
+            dsn: The new DSN; ``None`` keeps the current one.
+            **connect_kwargs: Driver arguments, added to the ``connect_kwargs`` option.
+        """
         if dsn is not None:
             self._dsn = dsn
         self._params = _connect_params(self._dsn, self._options, connect_kwargs)
@@ -412,17 +443,40 @@ class Pool(Shortcuts):
     # -- blocking API --------------------------------------------------------
 
     def acquire(self, timeout: float | None = None) -> AcquireContext:
-        """A connection for a ``with`` (blocking) or ``async with`` (async) block."""
+        """A connection for a ``with`` (blocking) or ``async with`` (async) block.
+
+        Args:
+            timeout: Seconds to wait for a connection; ``None``: ``acquire_timeout``.
+
+        Returns:
+            An :class:`AcquireContext`: ``with`` gives a :class:`Connection`, ``async
+            with`` (or ``await``) an :class:`AsyncConnection`; errors as for
+            :meth:`getconn` and :meth:`agetconn`.
+        """
         return AcquireContext(self, timeout)
 
     def transaction(
         self, isolation: str | None = None, readonly: bool = False, deferrable: bool = False
     ) -> PoolTransaction:
-        """Acquire a connection and open a transaction, as ``with`` or ``async with``."""
+        """Acquire a connection and open a transaction, as ``with`` or ``async with``.
+
+        Args:
+            isolation: ``"read_committed"``, ``"repeatable_read"``, ``"serializable"``,
+                or ``None`` for the server's default.
+            readonly: Open it ``READ ONLY``.
+            deferrable: Open it ``DEFERRABLE`` (with ``serializable`` and ``readonly``).
+
+        Returns:
+            A :class:`PoolTransaction`: the block gets the connection; it commits on
+            success, rolls back on an error, and gives the connection back.
+        """
         return PoolTransaction(self, isolation, readonly, deferrable)
 
     def getconn(self, timeout: float | None = None) -> Connection:
         """A connection, to give back with :meth:`release`.
+
+        Args:
+            timeout: Seconds to wait for a connection; ``None``: ``acquire_timeout``.
 
         Raises:
             PoolTimeout: none became available in time (default ``acquire_timeout``).
@@ -435,7 +489,14 @@ class Pool(Shortcuts):
         return face.getconn(self._options.acquire_timeout if timeout is None else timeout)
 
     def release(self, conn: Connection) -> None:
-        """Give back a connection from :meth:`getconn`."""
+        """Give back a connection from :meth:`getconn`.
+
+        Args:
+            conn: The connection; it is reset before anyone else gets it.
+
+        Raises:
+            InterfaceError: ``conn`` was already given back.
+        """
         self._sync().release(conn)
 
     def _release(self, conn: Connection, error: BaseException | None) -> None:
@@ -473,6 +534,9 @@ class Pool(Shortcuts):
     async def agetconn(self, timeout: float | None = None) -> AsyncConnection:
         """A connection, to give back with :meth:`arelease`.
 
+        Args:
+            timeout: Seconds to wait for a connection; ``None``: ``acquire_timeout``.
+
         Raises:
             PoolTimeout: none became available in time (default ``acquire_timeout``).
             ConnectError: the server refused us for good, or is down (see docs/errors.md).
@@ -486,7 +550,14 @@ class Pool(Shortcuts):
         return await face.getconn(self._options.acquire_timeout if timeout is None else timeout)
 
     async def arelease(self, conn: AsyncConnection) -> None:
-        """Give back a connection from :meth:`agetconn` or ``await pool.acquire()``."""
+        """Give back a connection from :meth:`agetconn` or ``await pool.acquire()``.
+
+        Args:
+            conn: The connection; it is reset before anyone else gets it.
+
+        Raises:
+            InterfaceError: ``conn`` was already given back.
+        """
         await self._async().release(conn)
 
     async def _arelease(self, conn: AsyncConnection, error: BaseException | None) -> None:

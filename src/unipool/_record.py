@@ -37,7 +37,15 @@ class Record:
         return self._values[key]  # type: ignore[index]
 
     def get(self, key: str, default: Any = None) -> Any:
-        """The value of column ``key``, or ``default`` if there is no such column."""
+        """The value of column ``key``, or ``default`` if there is no such column.
+
+        Args:
+            key: A column name.
+            default: What to answer when the row has no column of that name.
+
+        Returns:
+            The value, or ``default``.
+        """
         index = self._names.get(key, _MISSING)
         return default if index is _MISSING else self._values[index]
 

@@ -10,13 +10,33 @@ from dataclasses import dataclass, field
 class PoolStats:
     """Gauges now, and counters since the pool opened (times in seconds).
 
-    ``overdue`` counts borrows held past ``leak_timeout``; ``recycled`` counts
-    replaced connections by cause: ``max_queries``, ``max_lifetime``,
-    ``max_idle``, ``expired`` (``expire_connections()``), ``broken`` (found
-    dead, or its reset failed; these count in ``connections_lost`` too),
-    ``abandoned`` (garbage-collected while borrowed), ``read_only`` (a server
-    that should take writes refused one) and ``hook`` (an ``init`` or
-    ``reset`` hook failed).
+    Returned by ``pool.stats()``; more in docs/stats.md.
+
+    Attributes:
+        name: The pool's ``name`` option.
+        min_size: The ``min_size`` option, or what ``resize()`` made it.
+        max_size: The ``max_size`` option, or what ``resize()`` made it.
+        size: Connections counted against ``max_size``: open, being opened or closed.
+        idle: Connections ready to hand out.
+        in_use: Connections lent out (handed over, being checked, or borrowed).
+        waiting: Requests queued for a connection.
+        closing: Whether ``close()`` or ``terminate()`` was called.
+        acquires: Connections handed out.
+        acquire_timeouts: Requests that gave up waiting (``PoolTimeout``).
+        wait_time_total: Seconds requests waited for a connection, summed.
+        wait_time_max: The longest such wait, in seconds.
+        connects: Connection attempts that succeeded.
+        connect_errors: Connection attempts that failed.
+        connections_lost: Connections found dead (by a check, by failing their
+            borrower's query, or by a failed reset).
+        connections_closed: Connections closed, for any reason.
+        overdue: Borrows held past ``leak_timeout``.
+        recycled: Connections replaced, by cause: ``max_queries``, ``max_lifetime``,
+            ``max_idle``, ``expired`` (``expire_connections()``), ``broken`` (found
+            dead, or its reset failed; these count in ``connections_lost`` too),
+            ``abandoned`` (garbage-collected while borrowed), ``read_only`` (a server
+            that should take writes refused one) and ``hook`` (an ``init`` or
+            ``reset`` hook failed). Every cause is present, at 0 until it happens.
     """
 
     name: str

@@ -36,8 +36,8 @@ POOL_NAME = "db.client.connection.pool.name"
 #: the attribute telling idle from used connections on ``db.client.connection.count``
 STATE = "db.client.connection.state"
 
-#: histogram bucket boundaries (seconds), advised to the SDK: an acquire from a warm
-#: pool takes microseconds, a connect milliseconds, a borrow anything up to seconds
+#: Histogram bucket boundaries in seconds, advised to the SDK. An acquire from a warm
+#: pool takes microseconds, a connect milliseconds, a borrow anything up to seconds.
 BOUNDARIES = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 
 _lock = threading.Lock()  # guards registration only; never taken on a hot path

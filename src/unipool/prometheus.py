@@ -23,8 +23,8 @@ from ._stats import PoolStats
 
 __all__ = ["BUCKETS", "Registration", "register"]
 
-#: histogram buckets (seconds): an acquire from a warm pool takes microseconds, a
-#: connect milliseconds, a borrow anything up to seconds
+#: Histogram buckets in seconds. An acquire from a warm pool takes microseconds, a
+#: connect milliseconds, a borrow anything up to seconds.
 BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0, 10.0,

@@ -55,6 +55,14 @@ def create_engine(pool: Pool, **kw: Any) -> Engine:
     blocking use at the first checkout if it is not open yet). ``kw`` goes to
     :func:`sqlalchemy.create_engine`, except what would pool or connect.
 
+    Args:
+        pool: A psycopg pool, in blocking use or not open yet.
+        **kw: Arguments for :func:`sqlalchemy.create_engine` (``echo``,
+            ``execution_options``, ...).
+
+    Returns:
+        An ``Engine`` whose every checkout is a borrow from ``pool``.
+
     Raises:
         UsageError: another backend, a pool in async use, or an argument that
             would pool, connect, or change how the pool's connections convert values.
@@ -96,6 +104,13 @@ def create_async_engine(pool: Pool, **kw: Any) -> AsyncEngine:
     yet, and is bound to it (use the engine on that loop only). ``kw`` goes to
     :func:`sqlalchemy.ext.asyncio.create_async_engine`, except what would pool
     or connect.
+
+    Args:
+        pool: A psycopg or asyncpg pool, in asyncio use or not open yet.
+        **kw: Arguments for :func:`sqlalchemy.ext.asyncio.create_async_engine`.
+
+    Returns:
+        An ``AsyncEngine`` whose every checkout is a borrow from ``pool``.
 
     Raises:
         UsageError: psqlpy, a pool in blocking or trio use, or an argument that
