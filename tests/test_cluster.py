@@ -1,0 +1,281 @@
+"""Primaries and standbys (DESIGN §14) on a real cluster: a primary and a streaming standby
+made with ``pg_basebackup``, switched over with ``pg_ctl promote`` and ``pg_rewind``.
+
+One cluster serves the whole module; each test leaves it as it found it (a primary and a
+streaming standby, whichever server is which), and a test that finds it otherwise makes
+the standby again first. Measured figures are printed (``pytest -rP`` shows them).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+
+import unipool
+from tests._cluster import Cluster, missing_tools
+from tests._modes import _entered, in_thread
+
+PORT = "select inet_server_port()"
+WRITE = "insert into t (port) values (inet_server_port()) returning port"
+#: Bounds of every scenario: reads made, and seconds waited for a change.
+READS = 40
+SETTLE = 5.0
+
+
+@pytest.fixture(scope="module")
+def shared_cluster() -> Iterator[Cluster]:
+    why = missing_tools()
+    if why is not None:
+        pytest.skip(f"no PostgreSQL server binaries for a cluster: {why}")
+    cluster = Cluster()
+    cluster.start()
+    yield cluster
+    cluster.cleanup()
+
+
+@pytest.fixture
+def cluster(shared_cluster: Cluster) -> Cluster:
+    """The module's cluster, a primary and a streaming standby again if a test broke it."""
+    if not shared_cluster.healthy():
+        shared_cluster.rebuild()
+    return shared_cluster
+
+
+class ModeCluster:
+    """A ClusterPool seen through one mode (blocking calls run in a worker thread)."""
+
+    def __init__(self, cluster: unipool.ClusterPool, mode: str) -> None:
+        self.cluster = cluster
+        self.sync = mode == "sync"
+
+    async def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        if self.sync:
+            return await in_thread(getattr(self.cluster, name), *args, **kwargs)
+        return await getattr(self.cluster, "a" + name)(*args, **kwargs)
+
+    async def read_port(self) -> int:
+        return int(await self.call("fetchval", PORT, readonly=True))
+
+    def acquire(self, readonly: bool = False) -> Any:
+        return _entered(self.cluster.acquire(readonly=readonly), self.sync)
+
+    def transaction(self, readonly: bool = False) -> Any:
+        return _entered(self.cluster.transaction(readonly=readonly), self.sync)
+
+
+@asynccontextmanager
+async def open_cluster(
+    mode: str, dsn: str, backend: str, **options: Any
+) -> AsyncIterator[ModeCluster]:
+    """A ClusterPool open in ``mode``; closed (and checked for leftovers) on exit."""
+    pool = unipool.connect_cluster(dsn, backend=backend, **options)
+    if mode == "sync":
+        await in_thread(pool.open)
+        try:
+            yield ModeCluster(pool, mode)
+        finally:
+            await in_thread(pool.close)
+    else:
+        async with pool:
+            yield ModeCluster(pool, mode)
+    stats = pool.stats()
+    assert stats.primary.size == stats.standby.size == 0, f"left after close: {stats}"
+
+
+async def until_port(mc: ModeCluster, port: int, timeout: float = SETTLE) -> float:
+    """Read until a read lands on ``port``; the seconds it took (failed reads count)."""
+    start = time.monotonic()
+    with anyio.fail_after(timeout):
+        while True:
+            try:
+                if await mc.read_port() == port:
+                    return time.monotonic() - start
+            except unipool.Error:
+                pass
+            await anyio.sleep(0.02)
+
+
+def report(what: str, backend: str, mode: str, **figures: float) -> None:
+    shown = ", ".join(
+        f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
+    )
+    print(f"[cluster] {what} {backend}/{mode}: {shown}")
+
+
+async def test_reads_go_to_the_standby_and_writes_to_the_primary(
+    cluster: Cluster, mode: str, backend: str
+) -> None:
+    async with open_cluster(mode, cluster.dsn(), backend, max_size=2) as mc:
+        primary, standby = cluster.primary.port, cluster.standby.port
+        assert await mc.call("fetchval", WRITE) == primary
+        assert await mc.call("fetchval", PORT) == primary
+        assert await mc.read_port() == standby
+        assert [r[0] for r in await mc.call("fetch", PORT, readonly=True)] == [standby]
+        async with mc.acquire(readonly=True) as conn:
+            assert await ModeConnCall(conn, mc.sync).fetchval(PORT) == standby
+        async with mc.acquire() as conn:
+            assert await ModeConnCall(conn, mc.sync).fetchval(PORT) == primary
+        async with mc.transaction(readonly=True) as conn:
+            call = ModeConnCall(conn, mc.sync)
+            assert await call.fetchval(PORT) == standby
+            assert await call.fetchval("show transaction_read_only") == "on"
+        async with mc.transaction() as conn:
+            assert await ModeConnCall(conn, mc.sync).fetchval(WRITE) == primary
+        stats = mc.cluster.stats()
+        assert stats.reads == 4 and stats.reads_on_primary == 0
+        assert stats.primary.name.endswith(".primary") and stats.standby.size >= 1
+
+
+class ModeConnCall:
+    """A borrowed connection's ``fetchval`` in either mode."""
+
+    def __init__(self, conn: Any, sync: bool) -> None:
+        self.conn, self.sync = conn, sync
+
+    async def fetchval(self, sql: str) -> Any:
+        if self.sync:
+            return await in_thread(self.conn.fetchval, sql)
+        return await self.conn.fetchval(sql)
+
+
+async def test_reads_go_on_while_the_primary_is_down(
+    cluster: Cluster, mode: str, backend: str
+) -> None:
+    async with open_cluster(mode, cluster.dsn(), backend, max_size=2) as mc:
+        standby = cluster.standby.port
+        assert await mc.read_port() == standby
+        await in_thread(cluster.primary.stop)
+        try:
+            start, failed, elsewhere = time.monotonic(), 0, 0
+            for _ in range(READS):
+                try:
+                    elsewhere += await mc.read_port() != standby
+                except unipool.Error:
+                    failed += 1
+            took = time.monotonic() - start
+        finally:
+            await in_thread(cluster.primary.start)
+        report("primary down", backend, mode, reads=READS, failed=failed, seconds=took)
+        assert failed == 0 and elsewhere == 0
+    await in_thread(cluster.wait_streaming)
+
+
+async def test_no_standby_reads_go_to_the_primary_then_back(
+    cluster: Cluster, mode: str, backend: str
+) -> None:
+    async with open_cluster(mode, cluster.dsn(), backend, max_size=2) as mc:
+        primary, standby = cluster.primary.port, cluster.standby.port
+        assert await mc.read_port() == standby
+        await in_thread(cluster.standby.stop)
+        try:
+            start, failed, elsewhere = time.monotonic(), 0, 0
+            for _ in range(READS):
+                try:
+                    elsewhere += await mc.read_port() != primary
+                except unipool.Error:
+                    failed += 1
+            took = time.monotonic() - start
+        finally:
+            await in_thread(cluster.standby.start)
+        back = await until_port(mc, standby)
+        report(
+            "no standby", backend, mode, reads=READS, failed=failed, seconds=took, back_after=back
+        )
+        assert failed == 0 and elsewhere == 0
+        assert mc.cluster.stats().reads_on_primary >= READS
+    await in_thread(cluster.wait_streaming)
+
+
+async def test_a_lagging_standby_is_passed_over_until_it_catches_up(
+    cluster: Cluster, mode: str, backend: str
+) -> None:
+    max_lag = 0.3
+    options: dict[str, Any] = {"max_size": 2, "max_replica_lag": max_lag}
+    async with open_cluster(mode, cluster.dsn(), backend, **options) as mc:
+        primary, standby = cluster.primary.port, cluster.standby.port
+        await mc.call("fetchval", WRITE)
+        assert await mc.read_port() == standby
+        await in_thread(cluster.query, cluster.standby, "select pg_wal_replay_pause()")
+        try:
+            await mc.call("fetchval", WRITE)  # received, not replayed: the lag grows
+            paused = time.monotonic()
+            left = await until_port(mc, primary)
+            # the verdict is at most VERDICT_TTL old: past it, no read may reach the standby
+            await anyio.sleep(max(0.0, paused + max_lag + 1.0 - time.monotonic()))
+            ports = [await mc.read_port() for _ in range(10)]
+            assert ports == [primary] * 10
+            lagging = mc.cluster.stats().lagging
+            assert lagging >= 1
+        finally:
+            await in_thread(cluster.query, cluster.standby, "select pg_wal_replay_resume()")
+        back = await until_port(mc, standby)
+        report("lagging standby", backend, mode, max_lag=max_lag, left_after=left,
+               back_after=back, lagging=lagging)  # fmt: skip
+        assert back <= 1.0 + 0.5  # one verdict's age, and some slack
+    await in_thread(cluster.wait_streaming)
+
+
+async def test_switchover(cluster: Cluster, mode: str, backend: str) -> None:
+    writers = 3
+    async with open_cluster(mode, cluster.dsn(), backend, min_size=writers, max_size=writers) as mc:
+        old, new = cluster.primary.port, cluster.standby.port
+        log: list[tuple[float, int, object]] = []  # (when, writer, port or error)
+        stop = anyio.Event()
+
+        async def write(i: int) -> None:
+            with anyio.fail_after(20):
+                while not stop.is_set():
+                    try:
+                        log.append((time.monotonic(), i, await mc.call("fetchval", WRITE)))
+                    except unipool.Error as exc:
+                        log.append((time.monotonic(), i, exc))
+                    await anyio.sleep(0.005)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(writers):
+                tg.start_soon(write, i)
+            await anyio.sleep(0.2)
+            await in_thread(cluster.promote)
+            promoted = time.monotonic()
+            await in_thread(cluster.standby.stop)  # the old primary
+            stopped = time.monotonic()
+            await anyio.sleep(0.6)
+            stop.set()
+
+        errors = [(t, i, e) for t, i, e in log if isinstance(e, BaseException)]
+        per_writer = max(sum(1 for _, i, _ in errors if i == w) for w in range(writers))
+        last_old = max(t for t, _, p in log if p == old)
+        on_new = min(t for t, _, p in log if p == new and t > last_old)
+        report("switchover", backend, mode, promote_to_stop=stopped - promoted,
+               all_writes_on_new_after_promote=on_new - promoted,
+               writes=len(log), failed=len(errors), failed_per_writer=per_writer)  # fmt: skip
+        assert per_writer <= 1, errors  # one refused write per connection borrowed, at most
+        assert last_old <= stopped
+        assert on_new - promoted <= 1.0
+
+        # no standby up: reads are served by the new primary
+        assert await mc.read_port() == new
+        await in_thread(cluster.rejoin)
+        back = await until_port(mc, old)
+        report("old primary back as a standby", backend, mode, reads_back_after=back)
+        # the promoted server's connections have left the standby pool
+        with anyio.fail_after(SETTLE):
+            while (await in_thread(_client_backends, cluster, new)) > mc.cluster.primary.get_size():
+                await mc.read_port()
+                await anyio.sleep(0.05)
+        assert await mc.read_port() == old
+
+
+def _client_backends(cluster: Cluster, port: int) -> int:
+    server = cluster.primary if cluster.primary.port == port else cluster.standby
+    sql = (
+        "select count(*) from pg_stat_activity where backend_type = 'client backend'"
+        " and pid <> pg_backend_pid()"
+    )
+    count: int = cluster.query(server, sql)  # type: ignore[assignment]
+    return count
