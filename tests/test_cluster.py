@@ -8,6 +8,7 @@ the standby again first. Measured figures are printed (``pytest -rP`` shows them
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -19,12 +20,38 @@ import pytest
 import unipool
 from tests._cluster import Cluster, missing_tools
 from tests._modes import _entered, in_thread
+from unipool._dsn import parse_dsn
 
 PORT = "select inet_server_port()"
 WRITE = "insert into t (port) values (inet_server_port()) returning port"
 #: Bounds of every scenario: reads made, and seconds waited for a change.
 READS = 40
 SETTLE = 5.0
+
+
+def test_connect_cluster_checks_its_arguments_and_sets_the_session_attributes() -> None:
+    dsn = "postgresql://u:secret@127.0.0.1:5432,127.0.0.1:5433/db"
+    with pytest.raises(ValueError, match="target_session_attrs"):
+        unipool.connect_cluster(dsn + "?target_session_attrs=any")
+    with pytest.raises(ValueError, match="max_replica_lag"):
+        unipool.connect_cluster(dsn, max_replica_lag=-1)
+    with pytest.raises(TypeError, match="max_replica_lag"):
+        unipool.connect_cluster(dsn, max_replica_lag=True)
+    with pytest.raises(TypeError):
+        unipool.connect_cluster(dsn, no_such_option=1)
+    cluster = unipool.connect_cluster(dsn, name="c", max_size=3)
+    primary, standby = parse_dsn(cluster.primary._dsn), parse_dsn(cluster.standby._dsn)
+    assert primary.params["target_session_attrs"] == "read-write"
+    assert standby.params["target_session_attrs"] == "prefer-standby"
+    assert standby.params["load_balance_hosts"] == "random"
+    assert primary.hosts == standby.hosts == (("127.0.0.1", 5432), ("127.0.0.1", 5433))
+    assert (cluster.primary.name, cluster.standby.name) == ("c.primary", "c.standby")
+    stats = cluster.stats()
+    assert (stats.name, stats.primary.max_size, stats.standby.max_size) == ("c", 3, 3)
+    assert "secret" not in repr(cluster)
+    if importlib.util.find_spec("psqlpy") is not None:  # psqlpy has no prefer-standby
+        other = unipool.connect_cluster(dsn, backend="psqlpy")
+        assert parse_dsn(other.standby._dsn).params["target_session_attrs"] == "read-only"
 
 
 @pytest.fixture(scope="module")
@@ -173,22 +200,38 @@ async def test_no_standby_reads_go_to_the_primary_then_back(
         assert await mc.read_port() == standby
         await in_thread(cluster.standby.stop)
         try:
-            start, failed, elsewhere = time.monotonic(), 0, 0
+            start, errors, elsewhere = time.monotonic(), [], 0
             for _ in range(READS):
                 try:
                     elsewhere += await mc.read_port() != primary
-                except unipool.Error:
-                    failed += 1
-            took = time.monotonic() - start
+                except unipool.Error as exc:
+                    errors.append(exc)
+            took, failed = time.monotonic() - start, len(errors)
         finally:
             await in_thread(cluster.standby.start)
         back = await until_port(mc, standby)
         report(
             "no standby", backend, mode, reads=READS, failed=failed, seconds=took, back_after=back
         )
-        assert failed == 0 and elsewhere == 0
+        assert not errors and elsewhere == 0, (errors, mc.cluster.stats())
         assert mc.cluster.stats().reads_on_primary >= READS
     await in_thread(cluster.wait_streaming)
+
+
+async def test_a_read_that_loses_its_standby_connection_runs_again(
+    cluster: Cluster, mode: str, backend: str
+) -> None:
+    async with open_cluster(mode, cluster.dsn(), backend, max_size=2, check=None) as mc:
+        standby = cluster.standby.port
+        assert await mc.read_port() == standby
+        killed = await in_thread(
+            cluster.query,
+            cluster.standby,
+            "select count(pg_terminate_backend(pid, 5000)) from pg_stat_activity"
+            " where backend_type = 'client backend' and pid <> pg_backend_pid()",
+        )
+        assert killed == mc.cluster.standby.get_size() >= 1
+        assert await mc.read_port() in (cluster.primary.port, standby)  # no error
 
 
 async def test_a_lagging_standby_is_passed_over_until_it_catches_up(

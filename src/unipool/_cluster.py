@@ -33,7 +33,7 @@ from ._connection import AsyncConnection, AsyncTransaction, Connection, Transact
 from ._contexts import AcquireContext, PoolTransaction
 from ._core import CLOSING
 from ._dsn import parse_dsn
-from ._errors import ConnectError, PoolTimeout
+from ._errors import ConnectError, ConnectionLost, Error, PoolTimeout
 from ._record import Record
 from ._stats import PoolStats
 
@@ -387,54 +387,76 @@ class ClusterPool:
     def _read_conn(self, timeout: float | None) -> tuple[Pool, Connection]:
         """A connection to read on, and the pool it comes from."""
         if self._standby_on():
-            try:
-                conn = self.standby.getconn(timeout)
-            except (ConnectError, PoolTimeout) as exc:
-                if not _no_server(exc):
-                    raise
-                self._no_standby()
-            else:
-                known = self._verdict(conn)
-                try:
-                    if known is None:
-                        known = self._remember(conn, conn.fetchrow(ROLE_SQL))
-                    why = self._judge(*known)
-                except BaseException as exc:
-                    self.standby._release(conn, exc)
-                    raise
-                if why is None:
-                    return self.standby, conn
-                self.standby._release(conn, None)
-                if why == "primary":
-                    self.standby.expire_connections()
+            conn = self._standby_conn(timeout)
+            if conn is not None:
+                return self.standby, conn
         self._on_primary += 1
         return self.primary, self.primary.getconn(timeout)
+
+    def _standby_conn(self, timeout: float | None) -> Connection | None:
+        """The standby pool's connection, if fit for a read (else the read goes to the primary)."""
+        try:
+            conn = self.standby.getconn(timeout)
+        except (ConnectError, PoolTimeout) as exc:
+            if not _no_server(exc):
+                raise
+            self._no_standby()
+            return None
+        error: Error | None = None
+        try:
+            known = self._verdict(conn)
+            if known is None:
+                known = self._remember(conn, conn.fetchrow(ROLE_SQL))
+            why = self._judge(*known)
+        except Error as exc:  # the standby went away: the read can still go to the primary
+            error, why = exc, "gone"
+            self._no_standby()
+        except BaseException as exc:
+            self.standby._release(conn, exc)
+            raise
+        if why is None:
+            return conn
+        self.standby._release(conn, error)
+        if why == "primary":
+            self.standby.expire_connections()
+        return None
 
     async def _aread_conn(self, timeout: float | None) -> tuple[Pool, AsyncConnection]:
         """A connection to read on, and the pool it comes from."""
         if self._standby_on():
-            try:
-                conn = await self.standby.agetconn(timeout)
-            except (ConnectError, PoolTimeout) as exc:
-                if not _no_server(exc):
-                    raise
-                self._no_standby()
-            else:
-                known = self._verdict(conn)
-                try:
-                    if known is None:
-                        known = self._remember(conn, await conn.fetchrow(ROLE_SQL))
-                    why = self._judge(*known)
-                except BaseException as exc:
-                    await self.standby._arelease(conn, exc)
-                    raise
-                if why is None:
-                    return self.standby, conn
-                await self.standby._arelease(conn, None)
-                if why == "primary":
-                    await self.standby.aexpire_connections()
+            conn = await self._astandby_conn(timeout)
+            if conn is not None:
+                return self.standby, conn
         self._on_primary += 1
         return self.primary, await self.primary.agetconn(timeout)
+
+    async def _astandby_conn(self, timeout: float | None) -> AsyncConnection | None:
+        """The standby pool's connection, if fit for a read (else the read goes to the primary)."""
+        try:
+            conn = await self.standby.agetconn(timeout)
+        except (ConnectError, PoolTimeout) as exc:
+            if not _no_server(exc):
+                raise
+            self._no_standby()
+            return None
+        error: Error | None = None
+        try:
+            known = self._verdict(conn)
+            if known is None:
+                known = self._remember(conn, await conn.fetchrow(ROLE_SQL))
+            why = self._judge(*known)
+        except Error as exc:  # the standby went away: the read can still go to the primary
+            error, why = exc, "gone"
+            self._no_standby()
+        except BaseException as exc:
+            await self.standby._arelease(conn, exc)
+            raise
+        if why is None:
+            return conn
+        await self.standby._arelease(conn, error)
+        if why == "primary":
+            await self.standby.aexpire_connections()
+        return None
 
     # -- borrowing ---------------------------------------------------------------------
 
@@ -493,28 +515,42 @@ class ClusterPool:
     def _with_conn(self, readonly: bool, method: str, *args: Any, **kwargs: Any) -> Any:
         if not readonly:
             return self.primary._with_conn(method, *args, **kwargs)
-        pool, conn = self._read_conn(None)
-        error: BaseException | None = None
-        try:
-            return getattr(conn, method)(*args, **kwargs)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            pool._release(conn, error)
+        for retry in (True, False):
+            pool, conn = self._read_conn(None)
+            error: BaseException | None = None
+            try:
+                return getattr(conn, method)(*args, **kwargs)
+            except BaseException as exc:
+                error = exc
+                if not (retry and self._lost_standby(pool, exc)):
+                    raise
+            finally:
+                pool._release(conn, error)
+        raise AssertionError("unreachable")
 
     async def _awith_conn(self, readonly: bool, method: str, *args: Any, **kwargs: Any) -> Any:
         if not readonly:
             return await self.primary._awith_conn(method, *args, **kwargs)
-        pool, conn = await self._aread_conn(None)
-        error: BaseException | None = None
-        try:
-            return await getattr(conn, method)(*args, **kwargs)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            await pool._arelease(conn, error)
+        for retry in (True, False):
+            pool, conn = await self._aread_conn(None)
+            error: BaseException | None = None
+            try:
+                return await getattr(conn, method)(*args, **kwargs)
+            except BaseException as exc:
+                error = exc
+                if not (retry and self._lost_standby(pool, exc)):
+                    raise
+            finally:
+                await pool._arelease(conn, error)
+        raise AssertionError("unreachable")
+
+    def _lost_standby(self, pool: Pool, exc: BaseException) -> bool:
+        """Whether a read that failed with ``exc`` on ``pool`` may run again, on the primary:
+        its standby connection was lost (a standby cannot have changed anything)."""
+        if pool is not self.standby or not isinstance(exc, ConnectionLost):
+            return False
+        self._no_standby()
+        return True
 
     # -- shortcuts ---------------------------------------------------------------------
 
