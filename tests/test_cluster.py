@@ -20,6 +20,7 @@ import pytest
 import unipool
 from tests._cluster import Cluster, missing_tools
 from tests._modes import _entered, in_thread
+from unipool._cluster import VERDICT_TTL
 from unipool._dsn import parse_dsn
 
 PORT = "select inet_server_port()"
@@ -127,7 +128,7 @@ async def until_port(mc: ModeCluster, port: int, timeout: float = SETTLE) -> flo
             await anyio.sleep(0.02)
 
 
-def report(what: str, backend: str, mode: str, **figures: float) -> None:
+def report(what: str, backend: str, mode: str, **figures: object) -> None:
     shown = ", ".join(
         f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
     )
@@ -231,7 +232,10 @@ async def test_a_read_that_loses_its_standby_connection_runs_again(
             " where backend_type = 'client backend' and pid <> pg_backend_pid()",
         )
         assert killed == mc.cluster.standby.get_size() >= 1
-        assert await mc.read_port() in (cluster.primary.port, standby)  # no error
+        port = await mc.read_port()  # no error
+        report("standby connections killed", backend, mode, killed=killed, failed=0,
+               served_by="standby" if port == standby else "primary")  # fmt: skip
+        assert port in (cluster.primary.port, standby)
 
 
 async def test_a_lagging_standby_is_passed_over_until_it_catches_up(
@@ -259,7 +263,9 @@ async def test_a_lagging_standby_is_passed_over_until_it_catches_up(
         back = await until_port(mc, standby)
         report("lagging standby", backend, mode, max_lag=max_lag, left_after=left,
                back_after=back, lagging=lagging)  # fmt: skip
-        assert back <= 1.0 + 0.5  # one verdict's age, and some slack
+        # one verdict's age; two where WAL that is not a transaction (a checkpoint, the
+        # running-transactions record) arrives while the verdict is asked (docs/clusters.md)
+        assert back <= 2 * VERDICT_TTL + 0.5
     await in_thread(cluster.wait_streaming)
 
 
@@ -282,12 +288,12 @@ async def test_switchover(cluster: Cluster, mode: str, backend: str) -> None:
         async with anyio.create_task_group() as tg:
             for i in range(writers):
                 tg.start_soon(write, i)
-            await anyio.sleep(0.2)
+            await anyio.sleep(0.1)
             await in_thread(cluster.promote)
             promoted = time.monotonic()
             await in_thread(cluster.standby.stop)  # the old primary
             stopped = time.monotonic()
-            await anyio.sleep(0.6)
+            await anyio.sleep(0.4)
             stop.set()
 
         errors = [(t, i, e) for t, i, e in log if isinstance(e, BaseException)]
