@@ -7,7 +7,9 @@ standby is up. Writes, and everything not marked ``readonly=True``, go to the pr
 whose pool already leaves a demoted server after one refused write.
 
 A read (``readonly=True``) borrows from the standby pool and looks at what it got, at
-most once a second per connection (`VERDICT_TTL`), with one query (`ROLE_SQL`):
+most once a second per connection (`VERDICT_TTL`), with one query (`ROLE_SQL`; asked
+twice in a row before a standby is called late, so that WAL caught between its arrival
+and its replay does not count):
 
 - a standby within ``max_replica_lag``: the read runs there;
 - a standby lagging more: the connection goes back untouched (it will catch up), and
@@ -365,14 +367,17 @@ class ClusterPool:
             self._verdicts[slot.id] = (slot, time.monotonic(), standby, lag)
         return standby, lag
 
+    def _late(self, standby: bool, lag: float | None) -> bool:
+        limit = self.max_replica_lag
+        return standby and limit is not None and lag is not None and lag > limit
+
     def _judge(self, standby: bool, lag: float | None) -> str | None:
         """Why a connection with this verdict must not serve a read, or None."""
         if not standby:
             self._not_standby += 1
             self._standby_off_until = time.monotonic() + RETRY_STANDBY
             return "primary"
-        limit = self.max_replica_lag
-        if limit is not None and lag is not None and lag > limit:
+        if self._late(standby, lag):
             self._lagging += 1
             return "lagging"
         return None
@@ -407,6 +412,8 @@ class ClusterPool:
             known = self._verdict(conn)
             if known is None:
                 known = self._remember(conn, conn.fetchrow(ROLE_SQL))
+                if self._late(*known):  # or caught replaying what just came: ask again
+                    known = self._remember(conn, conn.fetchrow(ROLE_SQL))
             why = self._judge(*known)
         except Error as exc:  # the standby went away: the read can still go to the primary
             error, why = exc, "gone"
@@ -444,6 +451,8 @@ class ClusterPool:
             known = self._verdict(conn)
             if known is None:
                 known = self._remember(conn, await conn.fetchrow(ROLE_SQL))
+                if self._late(*known):  # or caught replaying what just came: ask again
+                    known = self._remember(conn, await conn.fetchrow(ROLE_SQL))
             why = self._judge(*known)
         except Error as exc:  # the standby went away: the read can still go to the primary
             error, why = exc, "gone"
