@@ -154,8 +154,17 @@ async def test_reads_go_to_the_standby_and_writes_to_the_primary(
             assert await call.fetchval("show transaction_read_only") == "on"
         async with mc.transaction() as conn:
             assert await ModeConnCall(conn, mc.sync).fetchval(WRITE) == primary
+        for readonly, port in ((True, standby), (False, primary)):
+            conn = await mc.call("getconn", readonly=readonly)
+            assert await ModeConnCall(conn, mc.sync).fetchval(PORT) == port
+            await mc.call("release", conn)
+        if not mc.sync:  # asyncpg's manual idiom
+            conn = await mc.cluster.acquire(readonly=True)
+            assert await conn.fetchval(PORT) == standby
+            await mc.cluster.arelease(conn)
         stats = mc.cluster.stats()
-        assert stats.reads == 4 and stats.reads_on_primary == 0
+        assert stats.reads == (5 if mc.sync else 6) and stats.reads_on_primary == 0
+        assert stats.primary.in_use == stats.standby.in_use == 0
         assert stats.primary.name.endswith(".primary") and stats.standby.size >= 1
 
 
