@@ -312,7 +312,10 @@ async def test_switchover(cluster: Cluster, mode: str, backend: str) -> None:
         report("switchover", backend, mode, promote_to_stop=stopped - promoted,
                all_writes_on_new_after_promote=on_new - promoted,
                writes=len(log), failed=len(errors), failed_per_writer=per_writer)  # fmt: skip
-        assert per_writer <= 1, errors  # one refused write per connection borrowed, at most
+        # at most one failed write per connection borrowed at the switch (all of them: the
+        # writers keep the pool busy); a writer may draw two, the second on a connection
+        # another writer had and that died while idle for less than the check threshold
+        assert len(errors) <= writers, errors
         assert last_old <= stopped
         assert on_new - promoted <= 1.0
 
