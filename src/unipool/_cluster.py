@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import threading
 import time
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
@@ -168,6 +169,7 @@ class ClusterPool:
         self._standby_off_until = 0.0
         self._lent: dict[int, Pool] = {}  # id(conn) -> its pool, for release()
         self._reads = self._on_primary = self._lagging = self._not_standby = 0
+        self._counting = threading.Lock()  # the counters, for blocking use from threads
         self._task_group_cm: Any = None
 
     # -- identity ----------------------------------------------------------------------
@@ -374,16 +376,19 @@ class ClusterPool:
     def _judge(self, standby: bool, lag: float | None) -> str | None:
         """Why a connection with this verdict must not serve a read, or None."""
         if not standby:
-            self._not_standby += 1
+            with self._counting:
+                self._not_standby += 1
             self._standby_off_until = time.monotonic() + RETRY_STANDBY
             return "primary"
         if self._late(standby, lag):
-            self._lagging += 1
+            with self._counting:
+                self._lagging += 1
             return "lagging"
         return None
 
     def _standby_on(self) -> bool:
-        self._reads += 1
+        with self._counting:
+            self._reads += 1
         return time.monotonic() >= self._standby_off_until
 
     def _no_standby(self) -> None:
@@ -395,7 +400,8 @@ class ClusterPool:
             conn = self._standby_conn(timeout)
             if conn is not None:
                 return self.standby, conn
-        self._on_primary += 1
+        with self._counting:
+            self._on_primary += 1
         return self.primary, self.primary.getconn(timeout)
 
     def _standby_conn(self, timeout: float | None) -> Connection | None:
@@ -434,7 +440,8 @@ class ClusterPool:
             conn = await self._astandby_conn(timeout)
             if conn is not None:
                 return self.standby, conn
-        self._on_primary += 1
+        with self._counting:
+            self._on_primary += 1
         return self.primary, await self.primary.agetconn(timeout)
 
     async def _astandby_conn(self, timeout: float | None) -> AsyncConnection | None:
