@@ -26,13 +26,14 @@ import dataclasses
 import itertools
 import threading
 import time
-from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._cluster_contexts import ReadAcquire, ReadTransaction
+from ._cluster_shortcuts import ReadShortcuts
 from ._connect import connect
-from ._connection import AsyncConnection, AsyncTransaction, Connection, Transaction
+from ._connection import AsyncConnection, Connection
 from ._contexts import AcquireContext, PoolTransaction
 from ._core import CLOSING
 from ._dsn import parse_dsn
@@ -150,7 +151,7 @@ def _no_server(exc: BaseException) -> bool:
     return isinstance(exc, ConnectError) or isinstance(exc.__cause__, ConnectError)
 
 
-class ClusterPool:
+class ClusterPool(ReadShortcuts):
     """A primary pool and a standby pool under one name; see :func:`connect_cluster`.
 
     The whole :class:`Pool` API, on the primary; ``readonly=True`` on ``acquire``,
@@ -567,187 +568,3 @@ class ClusterPool:
             return False
         self._no_standby()
         return True
-
-    # -- shortcuts ---------------------------------------------------------------------
-
-    def execute(self, sql: str, *args: Any, readonly: bool = False) -> str:
-        """:meth:`Pool.execute`, on a connection to read on with ``readonly``."""
-        return self._with_conn(readonly, "execute", sql, *args)  # type: ignore[no-any-return]
-
-    def executemany(
-        self, sql: str, args_seq: Iterable[Sequence[Any]], *, readonly: bool = False
-    ) -> None:
-        """:meth:`Pool.executemany`, on a connection to read on with ``readonly``."""
-        self._with_conn(readonly, "executemany", sql, args_seq)
-
-    def fetch(self, sql: str, *args: Any, readonly: bool = False) -> list[Record]:
-        """:meth:`Pool.fetch`, on a connection to read on with ``readonly``."""
-        return self._with_conn(readonly, "fetch", sql, *args)  # type: ignore[no-any-return]
-
-    def fetchrow(self, sql: str, *args: Any, readonly: bool = False) -> Record | None:
-        """:meth:`Pool.fetchrow`, on a connection to read on with ``readonly``."""
-        return self._with_conn(readonly, "fetchrow", sql, *args)  # type: ignore[no-any-return]
-
-    def fetchval(self, sql: str, *args: Any, column: int = 0, readonly: bool = False) -> Any:
-        """:meth:`Pool.fetchval`, on a connection to read on with ``readonly``."""
-        return self._with_conn(readonly, "fetchval", sql, *args, column=column)
-
-    def fetchmany(
-        self, sql: str, args_seq: Iterable[Sequence[Any]], *, readonly: bool = False
-    ) -> list[list[Record]]:
-        """:meth:`Pool.fetchmany`, on a connection to read on with ``readonly``."""
-        return self._with_conn(readonly, "fetchmany", sql, args_seq)  # type: ignore[no-any-return]
-
-    def copy_records_to_table(self, table_name: str, *, readonly: bool = False, **kw: Any) -> str:
-        """:meth:`Pool.copy_records_to_table` (a write: ``readonly`` only for symmetry)."""
-        return self._with_conn(readonly, "copy_records_to_table", table_name, **kw)  # type: ignore[no-any-return]
-
-    def copy_to_table(self, table_name: str, *, readonly: bool = False, **kw: Any) -> str:
-        """:meth:`Pool.copy_to_table` (a write: ``readonly`` only for symmetry)."""
-        return self._with_conn(readonly, "copy_to_table", table_name, **kw)  # type: ignore[no-any-return]
-
-    def copy_from_table(self, table_name: str, *, readonly: bool = False, **kw: Any) -> str:
-        """:meth:`Pool.copy_from_table`, on a connection to read on with ``readonly``."""
-        return self._with_conn(readonly, "copy_from_table", table_name, **kw)  # type: ignore[no-any-return]
-
-    async def aexecute(self, sql: str, *args: Any, readonly: bool = False) -> str:
-        """:meth:`Pool.aexecute`, on a connection to read on with ``readonly``."""
-        return await self._awith_conn(readonly, "execute", sql, *args)  # type: ignore[no-any-return]
-
-    async def aexecutemany(
-        self, sql: str, args_seq: Iterable[Sequence[Any]], *, readonly: bool = False
-    ) -> None:
-        """:meth:`Pool.aexecutemany`, on a connection to read on with ``readonly``."""
-        await self._awith_conn(readonly, "executemany", sql, args_seq)
-
-    async def afetch(self, sql: str, *args: Any, readonly: bool = False) -> list[Record]:
-        """:meth:`Pool.afetch`, on a connection to read on with ``readonly``."""
-        return await self._awith_conn(readonly, "fetch", sql, *args)  # type: ignore[no-any-return]
-
-    async def afetchrow(self, sql: str, *args: Any, readonly: bool = False) -> Record | None:
-        """:meth:`Pool.afetchrow`, on a connection to read on with ``readonly``."""
-        return await self._awith_conn(readonly, "fetchrow", sql, *args)  # type: ignore[no-any-return]
-
-    async def afetchval(self, sql: str, *args: Any, column: int = 0, readonly: bool = False) -> Any:
-        """:meth:`Pool.afetchval`, on a connection to read on with ``readonly``."""
-        return await self._awith_conn(readonly, "fetchval", sql, *args, column=column)
-
-    async def afetchmany(
-        self, sql: str, args_seq: Iterable[Sequence[Any]], *, readonly: bool = False
-    ) -> list[list[Record]]:
-        """:meth:`Pool.afetchmany`, on a connection to read on with ``readonly``."""
-        return await self._awith_conn(readonly, "fetchmany", sql, args_seq)  # type: ignore[no-any-return]
-
-    async def acopy_records_to_table(
-        self, table_name: str, *, readonly: bool = False, **kw: Any
-    ) -> str:
-        """:meth:`Pool.acopy_records_to_table` (a write: ``readonly`` only for symmetry)."""
-        return await self._awith_conn(readonly, "copy_records_to_table", table_name, **kw)  # type: ignore[no-any-return]
-
-    async def acopy_to_table(self, table_name: str, *, readonly: bool = False, **kw: Any) -> str:
-        """:meth:`Pool.acopy_to_table` (a write: ``readonly`` only for symmetry)."""
-        return await self._awith_conn(readonly, "copy_to_table", table_name, **kw)  # type: ignore[no-any-return]
-
-    async def acopy_from_table(self, table_name: str, *, readonly: bool = False, **kw: Any) -> str:
-        """:meth:`Pool.acopy_from_table`, on a connection to read on with ``readonly``."""
-        return await self._awith_conn(readonly, "copy_from_table", table_name, **kw)  # type: ignore[no-any-return]
-
-
-class ReadAcquire:
-    """``cluster.acquire(readonly=True)``: a connection to read on, as ``with`` (a
-    Connection), ``async with`` (an AsyncConnection) or ``await`` (give it back with
-    ``await cluster.arelease(conn)``)."""
-
-    __slots__ = ("_async_conn", "_cluster", "_conn", "_pool", "_timeout")
-
-    def __init__(self, cluster: ClusterPool, timeout: float | None) -> None:
-        self._cluster = cluster
-        self._timeout = timeout
-        self._pool: Pool | None = None
-        self._conn: Connection | None = None
-        self._async_conn: AsyncConnection | None = None
-
-    def __enter__(self) -> Connection:
-        self._pool, self._conn = self._cluster._read_conn(self._timeout)
-        return self._conn
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None and self._pool is not None:
-            self._pool._release(conn, exc)
-
-    async def __aenter__(self) -> AsyncConnection:
-        self._pool, self._async_conn = await self._cluster._aread_conn(self._timeout)
-        return self._async_conn
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        conn, self._async_conn = self._async_conn, None
-        if conn is not None and self._pool is not None:
-            await self._pool._arelease(conn, exc)
-
-    def __await__(self) -> Generator[Any, None, AsyncConnection]:
-        return self._cluster.agetconn(self._timeout, readonly=True).__await__()
-
-
-class ReadTransaction:
-    """``cluster.transaction(readonly=True)``: a read-only transaction where reads go."""
-
-    __slots__ = ("_acquire", "_args", "_async_tx", "_tx")
-
-    def __init__(self, cluster: ClusterPool, isolation: str | None, deferrable: bool) -> None:
-        self._acquire = ReadAcquire(cluster, None)
-        self._args = (isolation, True, deferrable)
-        self._tx: Transaction | None = None
-        self._async_tx: AsyncTransaction | None = None
-
-    def __enter__(self) -> Connection:
-        conn = self._acquire.__enter__()
-        try:
-            self._tx = conn.transaction(*self._args)
-            return self._tx.__enter__()
-        except BaseException as exc:
-            self._acquire.__exit__(type(exc), exc, exc.__traceback__)
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            assert self._tx is not None
-            self._tx.__exit__(exc_type, exc, tb)
-        finally:
-            self._acquire.__exit__(exc_type, exc, tb)
-
-    async def __aenter__(self) -> AsyncConnection:
-        conn = await self._acquire.__aenter__()
-        try:
-            self._async_tx = conn.transaction(*self._args)
-            return await self._async_tx.__aenter__()
-        except BaseException as exc:
-            await self._acquire.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            assert self._async_tx is not None
-            await self._async_tx.__aexit__(exc_type, exc, tb)
-        finally:
-            await self._acquire.__aexit__(exc_type, exc, tb)
