@@ -1,6 +1,7 @@
 """unipool: one PostgreSQL connection pool for asyncpg, psycopg and psqlpy,
 in blocking code, asyncio and trio."""
 
+from ._cluster import ClusterPool, ClusterStats, connect_cluster
 from ._connect import connect
 from ._connection import AsyncConnection, AsyncTransaction, Connection, Transaction
 from ._contexts import AcquireContext, PoolTransaction
@@ -57,6 +58,8 @@ __all__ = [
     "AsyncConnection",
     "AsyncTransaction",
     "CheckViolation",
+    "ClusterPool",
+    "ClusterStats",
     "CommandTimeout",
     "ConnectError",
     "Connection",
@@ -103,6 +106,7 @@ __all__ = [
     "UniqueViolation",
     "UsageError",
     "connect",
+    "connect_cluster",
 ]
 
 for _name in __all__:

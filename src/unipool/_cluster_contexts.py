@@ -1,0 +1,114 @@
+"""The context managers a cluster hands out for reading, each usable with ``with`` or
+``async with``."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ._connection import AsyncConnection, AsyncTransaction, Connection, Transaction
+
+if TYPE_CHECKING:
+    from ._cluster import ClusterPool
+    from ._pool import Pool
+
+
+class ReadAcquire:
+    """``cluster.acquire(readonly=True)``: a connection to read on, as ``with`` (a
+    Connection), ``async with`` (an AsyncConnection) or ``await`` (give it back with
+    ``await cluster.arelease(conn)``)."""
+
+    __slots__ = ("_async_conn", "_cluster", "_conn", "_pool", "_timeout")
+
+    def __init__(self, cluster: ClusterPool, timeout: float | None) -> None:
+        self._cluster = cluster
+        self._timeout = timeout
+        self._pool: Pool | None = None
+        self._conn: Connection | None = None
+        self._async_conn: AsyncConnection | None = None
+
+    def __enter__(self) -> Connection:
+        self._pool, self._conn = self._cluster._read_conn(self._timeout)
+        return self._conn
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and self._pool is not None:
+            self._pool._release(conn, exc)
+
+    async def __aenter__(self) -> AsyncConnection:
+        self._pool, self._async_conn = await self._cluster._aread_conn(self._timeout)
+        return self._async_conn
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn, self._async_conn = self._async_conn, None
+        if conn is not None and self._pool is not None:
+            await self._pool._arelease(conn, exc)
+
+    def __await__(self) -> Generator[Any, None, AsyncConnection]:
+        return self._cluster.agetconn(self._timeout, readonly=True).__await__()
+
+
+class ReadTransaction:
+    """``cluster.transaction(readonly=True)``: a read-only transaction where reads go."""
+
+    __slots__ = ("_acquire", "_args", "_async_tx", "_tx")
+
+    def __init__(self, cluster: ClusterPool, isolation: str | None, deferrable: bool) -> None:
+        self._acquire = ReadAcquire(cluster, None)
+        self._args = (isolation, True, deferrable)
+        self._tx: Transaction | None = None
+        self._async_tx: AsyncTransaction | None = None
+
+    def __enter__(self) -> Connection:
+        conn = self._acquire.__enter__()
+        try:
+            self._tx = conn.transaction(*self._args)
+            return self._tx.__enter__()
+        except BaseException as exc:
+            self._acquire.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            assert self._tx is not None
+            self._tx.__exit__(exc_type, exc, tb)
+        finally:
+            self._acquire.__exit__(exc_type, exc, tb)
+
+    async def __aenter__(self) -> AsyncConnection:
+        conn = await self._acquire.__aenter__()
+        try:
+            self._async_tx = conn.transaction(*self._args)
+            return await self._async_tx.__aenter__()
+        except BaseException as exc:
+            await self._acquire.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            assert self._async_tx is not None
+            await self._async_tx.__aexit__(exc_type, exc, tb)
+        finally:
+            await self._acquire.__aexit__(exc_type, exc, tb)
