@@ -306,3 +306,32 @@ def test_the_watchdog_cuts_only_what_overran_on_its_clock() -> None:
         victims, _ = dog.due(101.0)
         assert victims == []  # cut once
     assert dog.due(104.0) == ([], None)  # left in time: disarmed
+
+
+def test_suspect_connections_are_checked_once() -> None:
+    h = Harness(min_size=3, max_size=3)
+    *_, c = h.fill()
+    h.at(1.0)
+    got = h.acquire()
+    assert got is c and c.state is IN_USE
+    check = h.core.check_for(c, False, h.now, h.now + 30, 30)  # found dead locally
+    assert check is not None
+    h.core.check_done(check, False, h.now)  # a failed check: a and b become suspect
+    h.step()
+    first = h.acquire()
+    assert isinstance(first, Slot) and first.state is CHECKING
+    h.core.check_done(first, True, h.now)
+    given_back(h, first)
+    again = h.advance(0.1).acquire()
+    assert again is first and again.state is IN_USE, "checked since: not checked again"
+
+
+def test_a_connection_lost_in_use_makes_the_older_ones_suspect() -> None:
+    h = Harness(min_size=2, max_size=2)
+    older, newer = h.fill()
+    slot = h.at(1.0).get()
+    assert slot is newer
+    assert given_back(h, slot, error=ConnectionLost("gone")) is None
+    assert h.close_reasons == ["lost"]
+    got = h.acquire()
+    assert got is older and older.state is CHECKING  # a dead server takes them all

@@ -736,9 +736,9 @@ def test_failed_check_makes_older_connections_suspect() -> None:
     w_slot = h.acquire()
     assert w_slot is b and b.state is CHECKING
     h.check_done(b, True)
-    # Checked once, they are still older than the failure: suspicion lasts until replaced.
+    # Checked once since the failure, they are cleared of it.
     h.release(c)
-    assert h.acquire() is c and c.state is CHECKING
+    assert h.acquire() is c and c.state is IN_USE
 
 
 def test_suspect_connection_checked_when_granted_to_a_waiter() -> None:

@@ -41,8 +41,8 @@ Rule 5: connections are replaced, never reused, when they reach
 ``max_queries``, ``max_lifetime`` (jittered per connection), belong to an
 expired generation, or came back broken. Idle connections above ``min_size``
 are closed after ``max_idle``. A failed health check marks every connection
-opened before it as suspect: each is checked at its next hand-out instead of
-being pinged one by one.
+opened before it as suspect (so does a connection found dead in use): each is
+checked at its next hand-out, once, instead of being pinged one by one.
 
 Rule 6 (outage): once connecting has failed for ``OUTAGE_AFTER`` with no
 connection open, the server is taken to be down. A request then fails at once
@@ -234,18 +234,18 @@ class PoolCore(CoreState):
         counted = slot.state is IN_USE  # counted at hand-out; the face found it dead
         assert counted or slot.state is CHECKING
         if ok:
+            slot.checked_at = now  # cleared of any suspicion raised before now
             if not counted:
                 slot.state = IN_USE
                 self._count_acquire(slot, now)
             return
+        self._suspect_before = now
         if counted:
             self.counters.acquires -= 1
-        else:
-            self._suspect_before = now
-            if slot.queries == 0 and now - slot.created_at <= (self.config.check_after or 0.0):
-                # opened moments ago and unusable at once: as good as a failed connect (rule
-                # 4); one that had worked and died while idle says nothing about connecting
-                self._backoff.failed(now)
+        elif slot.queries == 0 and now - slot.created_at <= (self.config.check_after or 0.0):
+            # opened moments ago and unusable at once: as good as a failed connect (rule 4);
+            # one that had worked and died while idle says nothing about connecting
+            self._backoff.failed(now)
         self.counters.connections_lost += 1
         self._close(slot, "lost", now)
         self._grow(now)
@@ -273,8 +273,9 @@ class PoolCore(CoreState):
         return None
 
     def _needs_check(self, slot: Slot, now: float) -> bool:
-        if slot.created_at <= self._suspect_before:
-            return True
+        suspect_before = self._suspect_before
+        if slot.created_at <= suspect_before and slot.checked_at < suspect_before:
+            return True  # opened before a failure, and not checked since: once
         after = self.config.check_after
         return after is not None and now - slot.idle_since >= after
 
@@ -334,8 +335,9 @@ class PoolCore(CoreState):
     def release(self, slot: Slot, now: float, *, reusable: bool, cause: str = "broken") -> None:
         """``slot`` comes back, reusable or not (then ``cause`` says why: counted in
         ``recycled``; ``broken`` and ``lost`` also count as a lost connection;
-        ``read_only``, a write refused by a server that should take writes, means it
-        was demoted, so every older connection becomes suspect)."""
+        ``lost``, a connection found dead, and ``read_only``, a write refused by a
+        server that should take writes (it was demoted), make every older connection
+        suspect: each is checked at its next hand-out)."""
         if slot.state is not IN_USE and slot.state is not CHECKING:
             return  # terminated meanwhile: its close is already under way
         if reusable:
@@ -343,7 +345,7 @@ class PoolCore(CoreState):
             return
         if cause == "broken" or cause == "lost":
             self.counters.connections_lost += 1
-        elif cause == "read_only":
+        if cause == "lost" or cause == "read_only":
             self._suspect_before = now
         self._close(slot, cause, now)
         self._grow(now)

@@ -51,6 +51,7 @@ class Slot:
     opened_at: float = 0.0  # when its opening was decided
     created_at: float = 0.0  # when its connection opened
     expires_at: float = math.inf
+    checked_at: float = -math.inf  # when it last passed a check
     idle_since: float = 0.0
     queries: int = 0
     conn: Any = None
