@@ -44,7 +44,7 @@ from .._errors import (
 from .._record import Record, column_index
 from .._sql import reset_statement
 from ._bridged import AsyncBridge, SyncBridge
-from ._session import connect_failed, is_lost
+from ._session import connect_failed, is_lost, refused_client_check, with_client_check
 from .base import ConnectParams, CopyTarget, Runtime
 
 
@@ -336,6 +336,15 @@ _JSON_CODECS: dict[str, tuple[Any, Any]] = {
 
 
 async def _connect(params: ConnectParams) -> AsyncpgConn:
+    try:
+        return await _connect_once(params)
+    except ConnectError as exc:
+        if not refused_client_check(params, exc):
+            raise
+    return await _connect_once(params)
+
+
+async def _connect_once(params: ConnectParams) -> AsyncpgConn:
     info = parse_dsn(params.dsn)
     kwargs = {k: v for k, v in params.kwargs.items() if k not in TCP_PARAMS}
     if params.pgbouncer:
@@ -344,6 +353,7 @@ async def _connect(params: ConnectParams) -> AsyncpgConn:
         # parses, describes (with a Flush, so PgBouncer keeps the server) and executes
         # them in one exchange, and parses again at each execution without a cache.
         kwargs.setdefault("statement_cache_size", 0)
+    kwargs["server_settings"] = with_client_check(kwargs.get("server_settings"), params)
     tcp = tcp_options(info.params, params.kwargs)
     if params.command_timeout is not None:
         kwargs.setdefault("command_timeout", params.command_timeout)

@@ -45,6 +45,7 @@ from ._session import (
     is_lost,
     options_with,
     refusal_sqlstate,
+    refused_client_check,
     startup_settings,
     tls_failed,
 )
@@ -492,7 +493,12 @@ class PsycopgBackend:
     def connect_sync(self, params: ConnectParams) -> SyncPsycopgConn:
         connect = params.factory or psycopg.Connection.connect
         try:
-            raw = connect(params.dsn or "", **_connect_kwargs(params))
+            try:
+                raw = connect(params.dsn or "", **_connect_kwargs(params))
+            except psycopg.Error as exc:
+                if not refused_client_check(params, exc):
+                    raise
+                raw = connect(params.dsn or "", **_connect_kwargs(params))
             if not raw.autocommit:
                 raw.autocommit = True
         except psycopg.Error as exc:
@@ -510,7 +516,12 @@ class PsycopgBackend:
             cls = AsyncioConnection
         connect = params.factory or cls.connect
         try:
-            raw = await connect(params.dsn or "", **_connect_kwargs(params))
+            try:
+                raw = await connect(params.dsn or "", **_connect_kwargs(params))
+            except psycopg.Error as exc:
+                if not refused_client_check(params, exc):
+                    raise
+                raw = await connect(params.dsn or "", **_connect_kwargs(params))
             if not raw.autocommit:
                 await raw.set_autocommit(True)
         except psycopg.Error as exc:

@@ -31,7 +31,8 @@ import psqlpy
 from psqlpy import exceptions as pe
 
 from ..._dsn import ConnInfo
-from ..._errors import ConnectionLost
+from ..._errors import ConnectError, ConnectionLost
+from .._session import refused_client_check
 from ..base import POOL_CALL, ConnectParams, Runtime
 from ._conn import CANCEL_TIMEOUT, CUT_MESSAGE, PsqlpyConn
 from ._copy import collected
@@ -42,6 +43,15 @@ T = TypeVar("T")
 
 
 async def _connect(params: ConnectParams) -> PsqlpyConn:
+    try:
+        return await _connect_once(params)
+    except ConnectError as exc:
+        if not refused_client_check(params, exc):
+            raise
+    return await _connect_once(params)
+
+
+async def _connect_once(params: ConnectParams) -> PsqlpyConn:
     dsn, kwargs = connect_args(params)
     if params.connect_timeout is not None:
         kwargs.setdefault("connect_timeout_sec", max(1, int(params.connect_timeout)))

@@ -189,7 +189,7 @@ class PsqlpyConn:
             self._broken = True
             return
         try:
-            dsn, kwargs = connect_args(self._params)
+            dsn, kwargs = connect_args(self._params, side=True)
             side = await psqlpy.connect(dsn=dsn, **kwargs)
             try:
                 await side.execute("SELECT pg_cancel_backend($1)", [self._pid])
