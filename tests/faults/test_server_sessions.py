@@ -11,15 +11,19 @@ import pytest
 
 import unipool
 from tests._modes import in_thread, open_pool
+from tests.faults.conftest import via
+from tests.faults.proxy import FaultProxy
 from tests.faults.tools import backends_of, named
 from unipool import ConnectError
-from unipool.backends._session import refused_client_check, with_client_check
+from unipool.backends._session import CANCEL_WAIT, refused_client_check, with_client_check
 from unipool.backends.base import ConnectParams
 
 CHECK = {"client_connection_check_interval": "2s"}
 
 #: How soon after the pool drops it a busy session must be gone from the server.
 ENDS_WITHIN = 2.0
+#: Scheduling noise on a busy machine.
+SLACK = 0.15
 
 
 async def gone(dsn: str, name: str, timeout: float = ENDS_WITHIN + 1.0) -> float:
@@ -40,8 +44,8 @@ async def test_sessions_check_that_their_client_is_there(
     """Every session starts with ``client_connection_check_interval`` 1 s; a user's own
     setting wins, and ``None`` sends none (the server's default, 0, stays)."""
     settings = {} if setting == "unset" else {"client_connection_check_interval": setting}
-    options = {"connect_kwargs": {"server_settings": settings}, "max_size": 1}
-    async with open_pool(mode, dsn, backend, **options) as pool:
+    kwargs = {"server_settings": settings}
+    async with open_pool(mode, dsn, backend, connect_kwargs=kwargs, max_size=1) as pool:
         assert await pool.fetchval("show client_connection_check_interval") == expected
         async with pool.acquire() as conn:  # the reset after a change keeps it
             await conn.execute("set client_connection_check_interval = '7s'")
@@ -135,3 +139,35 @@ def test_a_refused_client_check_is_not_sent_again() -> None:
     assert not refused_client_check(own, refusal)
     bounced = ConnectParams("postgresql://u@127.0.0.1:1/bounced", pgbouncer=True)
     assert with_client_check({}, bounced) == {}
+
+
+async def test_a_query_cancelled_on_a_frozen_network_returns_at_its_deadline(
+    proxy: FaultProxy, dsn: str, mode: str, backend: str, name: str
+) -> None:
+    """An outer deadline around a query on a frozen network: the call returns at the
+    deadline (its cancel gets `CANCEL_WAIT`, not the 5 s of a cancel request's own bound),
+    the connection is discarded at its release, and its session ends once the network
+    answers again."""
+    if mode == "sync":
+        pytest.skip("threads cannot be cancelled")
+    options = named(name, min_size=0, max_size=1)
+    async with open_pool(mode, via(proxy, dsn), backend, **options) as pool:
+        conn = await pool.getconn()
+        assert await conn.fetchval("select 1") == 1
+        proxy.freeze()
+        start = time.monotonic()
+        with pytest.raises(TimeoutError), anyio.fail_after(1):
+            await conn.fetchval("select pg_sleep(10)")
+        took = time.monotonic() - start
+        await pool.release(conn)
+        released = time.monotonic() - start - took
+        assert pool.stats().size == 0  # discarded, not kept for the next borrower
+        proxy.thaw()
+        ended = await gone(dsn, name)
+    print(
+        f"frozen cancel {backend}/{mode}: returned after {took:.3f} s, released in"
+        f" {released:.3f} s, session gone {ended:.2f} s after the thaw"
+    )
+    assert took <= 1.0 + CANCEL_WAIT + SLACK
+    assert released <= SLACK
+    assert ended <= ENDS_WITHIN

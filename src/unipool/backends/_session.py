@@ -70,6 +70,12 @@ def connect_failed(
 CLIENT_CHECK = ("client_connection_check_interval", "1s")
 
 
+#: Seconds the cancel of a user's interrupted query (the request, then the query's end)
+#: may take before the connection is dropped instead: on a network that answers it takes
+#: a few milliseconds; past this one the network is taken to be silent, and a dropped
+#: session ends on the server by itself (`CLIENT_CHECK`) once the network answers.
+CANCEL_WAIT = 0.1
+
 #: The servers (by DSN and host) that refused `CLIENT_CHECK`: PostgreSQL 13 and older do
 #: not know it, and a pooler (PgBouncer in session mode) may refuse the startup parameter.
 _NO_CLIENT_CHECK: set[tuple[str, str]] = set()

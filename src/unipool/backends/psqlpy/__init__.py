@@ -32,7 +32,7 @@ from psqlpy import exceptions as pe
 
 from ..._dsn import ConnInfo
 from ..._errors import ConnectError, ConnectionLost
-from .._session import refused_client_check
+from .._session import CANCEL_WAIT, refused_client_check
 from ..base import POOL_CALL, ConnectParams, Runtime
 from ._conn import CANCEL_TIMEOUT, CUT_MESSAGE, PsqlpyConn
 from ._copy import collected
@@ -184,7 +184,7 @@ class _TrioRunner(_Pumped):
                 conn.terminate()
             elif conn.abandoned:
                 self._pump = pump = self._new_pump()
-                with anyio.move_on_after(CANCEL_TIMEOUT, shield=True):
+                with anyio.move_on_after(CANCEL_WAIT, shield=True):
                     with contextlib.suppress(Exception):
                         await self._pump_trio(conn.cancel_server(), pump)
             raise

@@ -32,6 +32,7 @@ from ..._errors import ConnectionLost, Error, NotSupportedError, make_database_e
 from ..._record import Record
 from ..._sql import first_words, qualified_name, quote_ident, reset_statement
 from .._copyio import achunks, sink
+from .._session import CANCEL_WAIT
 from ..base import POOL_CALL, ConnectParams, CopyTarget, TxStatus
 from ._copy import TABLE_COLUMNS, collected, format_copy, parse_copy
 from ._errors import map_error
@@ -39,7 +40,8 @@ from ._params import connect_args
 from ._statements import command_tag, split_statements, tx_after
 from ._values import NO_SHAPE, Shape, Stale, as_decimal, decode_new, find_decoders, is_numeric
 
-#: Seconds a server-side cancel (side connection included) may take.
+#: Seconds a server-side cancel (side connection included) may take when a blocking call
+#: is interrupted (KeyboardInterrupt); an async call's gets `CANCEL_WAIT`.
 CANCEL_TIMEOUT = 5.0
 #: Statements whose result shape or parameter types a connection remembers.
 _CACHE_MAX = 512
@@ -134,7 +136,7 @@ class PsqlpyConn:
             if POOL_CALL.get():  # the pool's own call: drop, no cancel request
                 self.terminate()
                 raise
-            with anyio.move_on_after(CANCEL_TIMEOUT, shield=True), contextlib.suppress(Exception):
+            with anyio.move_on_after(CANCEL_WAIT, shield=True), contextlib.suppress(Exception):
                 await self.cancel_server()
             raise
         if sql is not None:
