@@ -139,6 +139,11 @@ def test_a_refused_client_check_is_not_sent_again() -> None:
     assert not refused_client_check(own, refusal)
     bounced = ConnectParams("postgresql://u@127.0.0.1:1/bounced", pgbouncer=True)
     assert with_client_check({}, bounced) == {}
+    session_mode = ConnectParams("postgresql://u@127.0.0.1:1/session-mode")
+    assert refused_client_check(
+        session_mode, ConnectError("unsupported startup parameter: options")
+    )
+    assert with_client_check({}, session_mode) == {}
 
 
 async def test_a_query_cancelled_on_a_frozen_network_returns_at_its_deadline(

@@ -100,7 +100,11 @@ def refused_client_check(params: ConnectParams, error: BaseException) -> bool:
     unasked: it is then no longer sent to that server, and the attempt may be repeated."""
     user_set = CLIENT_CHECK[0] in (params.kwargs.get("server_settings") or {})
     key = _server_key(params)
-    if user_set or key in _NO_CLIENT_CHECK or CLIENT_CHECK[0] not in str(error):
+    message = str(error)
+    # PgBouncer: "unsupported startup parameter: options" (psycopg and psqlpy send the
+    # setting in ``options``, maybe only for it) or ": client_connection_check_interval"
+    refused = CLIENT_CHECK[0] in message or "unsupported startup parameter" in message
+    if user_set or params.pgbouncer or key in _NO_CLIENT_CHECK or not refused:
         return False
     if len(_NO_CLIENT_CHECK) > 100:  # bounded: a process rarely talks to many servers
         _NO_CLIENT_CHECK.clear()
