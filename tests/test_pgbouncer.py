@@ -262,6 +262,20 @@ async def test_application_name_through_pgbouncer(
         assert await pool.fetchval("select current_setting('application_name')") == "bounced"
 
 
+async def test_a_pooler_that_refuses_the_client_check(
+    mode: str, backend: str, server: TempServer
+) -> None:
+    """A PgBouncer in session mode that refuses ``options`` and unknown startup parameters,
+    reached without the preset: ``client_connection_check_interval`` (sent by psycopg and
+    psqlpy in ``options``, by asyncpg as a parameter of its own) is refused, and the
+    attempt is made again without it."""
+    settings = {"pool_mode": "session", "ignore_startup_parameters": "extra_float_digits"}
+    with PgBouncer(server.port, settings=settings) as bouncer:
+        async with open_pool(mode, bouncer.dsn(), backend, min_size=2, max_size=2) as pool:
+            assert await pool.fetchval("show client_connection_check_interval") == "0"
+            assert pool.stats().connects == 2
+
+
 async def test_psqlpy_gives_up_a_cancelled_connection(mode: str, bouncer: PgBouncer) -> None:
     """psqlpy cannot cancel a query; the adapter's cancel from a side connection would
     name a server process PgBouncer may have lent to another client: the connection goes."""

@@ -100,12 +100,7 @@ class TooManyWaiters(PoolError):
 
 
 class UsageError(Error):
-    """Raised when the pool is used in a way it cannot serve: from another mode or event
-    loop than the one it was opened in, blocking calls inside a running event loop, or
-    an integration (``unipool.sqlalchemy``) asked for a combination it refuses.
-
-    A connection used after its release raises `InterfaceError` instead.
-    """
+    """Raised when the pool is used from a mode, event loop or integration it cannot serve."""
 
 
 class InterfaceError(Error):

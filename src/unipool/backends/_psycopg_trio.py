@@ -9,9 +9,10 @@ transactions, COPY, server-side cursors and pipelines work unchanged under
 
 Cancellation: a trio cancellation (or KeyboardInterrupt) arriving while a
 query runs cancels the query on the server, drains its results (shielded,
-bounded by `CANCEL_TIMEOUT`) and leaves the connection usable; if that fails
-the connection is closed.  As with asyncio, an operation started in a
-cancelled scope is sent, then cancelled that way.  But waits in cleanup code
+bounded by `CANCEL_TIMEOUT`, a tenth of a second) and leaves the connection
+usable; if that fails (a network that does not answer) the connection is
+closed.  As with asyncio, an operation started in a cancelled scope is sent,
+then cancelled that way.  But waits in cleanup code
 (in ``except``/``finally``/``__aexit__`` of a cancelled task: psycopg's
 rollbacks, stream and COPY draining, written for asyncio's one-shot
 cancellation) run shielded, bounded by `CLEANUP_TIMEOUT`.  The lock is not a
@@ -46,6 +47,7 @@ from psycopg.adapt import AdaptersMap
 from psycopg.conninfo import conninfo_attempts, make_conninfo, timeout_from_conninfo
 from psycopg.rows import AsyncRowFactory, Row
 
+from ._session import CANCEL_WAIT
 from ._trio_waiting import Timeout, wait_conn, wait_gen
 from .base import POOL_CALL
 
@@ -85,8 +87,9 @@ PSYCOPG_INTERNALS: Final = (
     ("psycopg.waiting", "Ready", "flags sent to the generators"),
 )
 
-#: Bound (seconds) of the shielded server cancel + drain after an interruption.
-CANCEL_TIMEOUT: Final = 5.0
+#: Bound (seconds) of the shielded server cancel + drain after an interruption: past it
+#: the connection is closed (`CANCEL_WAIT`).
+CANCEL_TIMEOUT: Final = CANCEL_WAIT
 #: Bound (seconds) of a wait in the cleanup code of a cancelled task.
 CLEANUP_TIMEOUT: Final = 5.0
 #: First delay (seconds) before repeating an unanswered cancel request; doubles.

@@ -133,15 +133,63 @@ def _os_user() -> str:
         return "(unknown)"
 
 
+#: The server checks this often, while a query runs, that the client is still there, and
+#: ends the session when it is not (PostgreSQL 14+, Linux servers): a session the pool
+#: dropped mid-query ends within about this long even when no cancel request got through.
+CLIENT_CHECK = ("client_connection_check_interval", "1s")
+
+
+#: Seconds the cancel of a user's interrupted query (the request, then the query's end)
+#: may take before the connection is dropped instead: on a network that answers it takes
+#: a few milliseconds; past this one the network is taken to be silent, and a dropped
+#: session ends on the server by itself (`CLIENT_CHECK`) once the network answers.
+CANCEL_WAIT = 0.1
+
+#: The servers (by DSN and host) that refused `CLIENT_CHECK`: PostgreSQL 13 and older do
+#: not know it, and a pooler (PgBouncer in session mode) may refuse the startup parameter.
+_NO_CLIENT_CHECK: set[tuple[str, str]] = set()
+
+
+def _server_key(params: ConnectParams) -> tuple[str, str]:
+    return params.dsn or "", str(params.kwargs.get("host", ""))
+
+
+def with_client_check(settings: Mapping[str, Any] | None, params: ConnectParams) -> dict[str, Any]:
+    """``settings`` with `CLIENT_CHECK` unless they set it (a ``None`` value: not sent),
+    the pool is behind PgBouncer, which refuses such a startup parameter, or the server
+    refused it before."""
+    settings = dict(settings or {})
+    if not params.pgbouncer and _server_key(params) not in _NO_CLIENT_CHECK:
+        settings.setdefault(*CLIENT_CHECK)
+    return {key: value for key, value in settings.items() if value is not None}
+
+
+def refused_client_check(params: ConnectParams, error: BaseException) -> bool:
+    """Whether a connection attempt failed with ``error`` for the `CLIENT_CHECK` it sent,
+    unasked: it is then no longer sent to that server, and the attempt may be repeated."""
+    user_set = CLIENT_CHECK[0] in (params.kwargs.get("server_settings") or {})
+    key = _server_key(params)
+    message = str(error)
+    # PgBouncer: "unsupported startup parameter: options" (psycopg and psqlpy send the
+    # setting in ``options``, maybe only for it) or ": client_connection_check_interval"
+    refused = CLIENT_CHECK[0] in message or "unsupported startup parameter" in message
+    if user_set or params.pgbouncer or key in _NO_CLIENT_CHECK or not refused:
+        return False
+    if len(_NO_CLIENT_CHECK) > 100:  # bounded: a process rarely talks to many servers
+        _NO_CLIENT_CHECK.clear()
+    _NO_CLIENT_CHECK.add(key)
+    return True
+
+
 def startup_settings(params: ConnectParams) -> tuple[dict[str, Any], str | None]:
     """The settings a connection starts with, and an ``application_name`` to pass as a
     startup parameter of its own.
 
-    These are ``server_settings``, and ``statement_timeout`` for ``command_timeout``.
-    Behind PgBouncer, which refuses ``options`` but takes ``application_name``, that one is
-    taken out of the settings.
+    These are ``server_settings``, `CLIENT_CHECK`, and ``statement_timeout`` for
+    ``command_timeout``. Behind PgBouncer, which refuses ``options`` but takes
+    ``application_name``, that one is taken out of the settings.
     """
-    settings = dict(params.kwargs.get("server_settings") or {})
+    settings = with_client_check(params.kwargs.get("server_settings"), params)
     application_name = None
     if params.pgbouncer and "application_name" in settings:
         application_name = str(settings.pop("application_name"))

@@ -20,6 +20,7 @@ import ssl
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import anyio
 import asyncpg
 
 from .._dsn import (
@@ -44,8 +45,14 @@ from .._errors import (
 from .._record import Record, column_index
 from .._sql import reset_statement
 from ._bridged import AsyncBridge, SyncBridge
-from ._session import connect_failed, is_lost
-from .base import ConnectParams, CopyTarget, Runtime
+from ._session import (
+    CANCEL_WAIT,
+    connect_failed,
+    is_lost,
+    refused_client_check,
+    with_client_check,
+)
+from .base import POOL_CALL, ConnectParams, CopyTarget, Runtime
 
 
 def _map_error(exc: BaseException, conn: asyncpg.Connection) -> Error:
@@ -108,23 +115,49 @@ class AsyncpgConn:
         self.raw = raw
         self._poller = _poller(raw)
 
+    async def _interrupted(self) -> None:
+        """A call was cancelled: asyncpg cancels its query on the server in a task of its
+        own, and the connection waits for that. A user's call gets `CANCEL_WAIT` for it
+        (shielded), then the connection is dropped; the pool's own call is dropped by the
+        pool (private API: asyncpg's ``_cancellations``; nothing is waited for without it).
+        """
+        if POOL_CALL.get():
+            return
+        pending: set[asyncio.Task[Any]] = set()
+        with anyio.move_on_after(CANCEL_WAIT, shield=True):
+            await asyncio.sleep(0)  # the cancelled waiter's callback starts asyncpg's cancel
+            pending.update(getattr(self.raw, "_cancellations", ()))
+            if pending:
+                await asyncio.wait(pending)
+        if any(not task.done() for task in pending):
+            self.terminate()
+
     async def execute(self, sql: str, args: Sequence[Any]) -> str:
         try:
             return await self.raw.execute(sql, *args)  # type: ignore[no-any-return]
         except _ERRORS as exc:
             raise _map_error(exc, self.raw) from exc
+        except asyncio.CancelledError:
+            await self._interrupted()
+            raise
 
     async def executemany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> None:
         try:
             await self.raw.executemany(sql, args_seq)
         except _ERRORS as exc:
             raise _map_error(exc, self.raw) from exc
+        except asyncio.CancelledError:
+            await self._interrupted()
+            raise
 
     async def fetch(self, sql: str, args: Sequence[Any]) -> list[Record]:
         try:
             rows = await self.raw.fetch(sql, *args)
         except _ERRORS as exc:
             raise _map_error(exc, self.raw) from exc
+        except asyncio.CancelledError:
+            await self._interrupted()
+            raise
         return _records(rows)
 
     async def fetchrow(self, sql: str, args: Sequence[Any]) -> Record | None:
@@ -132,6 +165,9 @@ class AsyncpgConn:
             row = await self.raw.fetchrow(sql, *args)
         except _ERRORS as exc:
             raise _map_error(exc, self.raw) from exc
+        except asyncio.CancelledError:
+            await self._interrupted()
+            raise
         return None if row is None else _records([row])[0]
 
     async def fetchval(self, sql: str, args: Sequence[Any], column: int) -> Any:
@@ -139,6 +175,9 @@ class AsyncpgConn:
             return await self.raw.fetchval(sql, *args, column=column)
         except _ERRORS as exc:
             raise _map_error(exc, self.raw) from exc
+        except asyncio.CancelledError:
+            await self._interrupted()
+            raise
 
     async def copy_records(self, target: CopyTarget, records: Any) -> str:
         table, schema_name, columns = target
@@ -148,6 +187,9 @@ class AsyncpgConn:
             )
         except _ERRORS as exc:
             raise _map_error(exc, self.raw) from exc
+        except asyncio.CancelledError:
+            await self._interrupted()
+            raise
 
     async def copy_in(self, target: CopyTarget, source: Any, options: dict[str, Any]) -> str:
         table, schema_name, columns = target
@@ -157,6 +199,9 @@ class AsyncpgConn:
             )
         except _ERRORS as exc:
             raise _map_error(exc, self.raw) from exc
+        except asyncio.CancelledError:
+            await self._interrupted()
+            raise
 
     async def copy_out(self, target: CopyTarget, output: Any, options: dict[str, Any]) -> str:
         table, schema_name, columns = target
@@ -166,6 +211,9 @@ class AsyncpgConn:
             )
         except _ERRORS as exc:
             raise _map_error(exc, self.raw) from exc
+        except asyncio.CancelledError:
+            await self._interrupted()
+            raise
 
     def alive(self) -> bool:
         """Not closed, and nothing waiting unread (EOF or an error from a killed backend)."""
@@ -336,6 +384,15 @@ _JSON_CODECS: dict[str, tuple[Any, Any]] = {
 
 
 async def _connect(params: ConnectParams) -> AsyncpgConn:
+    try:
+        return await _connect_once(params)
+    except ConnectError as exc:
+        if not refused_client_check(params, exc):
+            raise
+    return await _connect_once(params)
+
+
+async def _connect_once(params: ConnectParams) -> AsyncpgConn:
     info = parse_dsn(params.dsn)
     kwargs = {k: v for k, v in params.kwargs.items() if k not in TCP_PARAMS}
     if params.pgbouncer:
@@ -344,6 +401,7 @@ async def _connect(params: ConnectParams) -> AsyncpgConn:
         # parses, describes (with a Flush, so PgBouncer keeps the server) and executes
         # them in one exchange, and parses again at each execution without a cache.
         kwargs.setdefault("statement_cache_size", 0)
+    kwargs["server_settings"] = with_client_check(kwargs.get("server_settings"), params)
     tcp = tcp_options(info.params, params.kwargs)
     if params.command_timeout is not None:
         kwargs.setdefault("command_timeout", params.command_timeout)

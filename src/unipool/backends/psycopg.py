@@ -41,10 +41,12 @@ from .._record import Record, column_index
 from .._sql import copy_statement, reset_statement
 from ._copyio import achunks, chunks, sink
 from ._session import (
+    CANCEL_WAIT,
     connect_failed,
     is_lost,
     options_with,
     refusal_sqlstate,
+    refused_client_check,
     startup_settings,
     tls_failed,
 )
@@ -63,7 +65,6 @@ _BY_CLASS: tuple[tuple[type[psycopg.Error], type[Error]], ...] = (
 )
 
 _ACTIVE = pq.TransactionStatus.ACTIVE
-_CANCEL_TIMEOUT = 5.0
 
 
 class AsyncioConnection(psycopg.AsyncConnection[Any]):
@@ -73,8 +74,8 @@ class AsyncioConnection(psycopg.AsyncConnection[Any]):
     cancelled, but anyio cancels again at every await of a cancelled scope,
     which interrupts that cleanup: psycopg then drops the connection and the
     query keeps running on the server. Here the cleanup runs shielded
-    (bounded by ``_CANCEL_TIMEOUT``), so the query is cancelled and the
-    connection stays usable.
+    (bounded by ``CANCEL_WAIT``), so the query is cancelled and the
+    connection stays usable; past the bound it is dropped.
     """
 
     async def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
@@ -89,10 +90,10 @@ class AsyncioConnection(psycopg.AsyncConnection[Any]):
             raise
 
     async def _cancel_running(self, gen: PQGen[Any], interval: float) -> None:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(_CANCEL_TIMEOUT) as scope:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_WAIT) as scope:
             try:
-                await self.cancel_safe(timeout=_CANCEL_TIMEOUT)
-                await waiting.wait_async(gen, self.pgconn.socket, interval, _CANCEL_TIMEOUT)
+                await self.cancel_safe(timeout=CANCEL_WAIT)
+                await waiting.wait_async(gen, self.pgconn.socket, interval, CANCEL_WAIT)
             except psycopg.errors.QueryCanceled:
                 return
             except Exception:
@@ -492,7 +493,12 @@ class PsycopgBackend:
     def connect_sync(self, params: ConnectParams) -> SyncPsycopgConn:
         connect = params.factory or psycopg.Connection.connect
         try:
-            raw = connect(params.dsn or "", **_connect_kwargs(params))
+            try:
+                raw = connect(params.dsn or "", **_connect_kwargs(params))
+            except psycopg.Error as exc:
+                if not refused_client_check(params, exc):
+                    raise
+                raw = connect(params.dsn or "", **_connect_kwargs(params))
             if not raw.autocommit:
                 raw.autocommit = True
         except psycopg.Error as exc:
@@ -510,7 +516,12 @@ class PsycopgBackend:
             cls = AsyncioConnection
         connect = params.factory or cls.connect
         try:
-            raw = await connect(params.dsn or "", **_connect_kwargs(params))
+            try:
+                raw = await connect(params.dsn or "", **_connect_kwargs(params))
+            except psycopg.Error as exc:
+                if not refused_client_check(params, exc):
+                    raise
+                raw = await connect(params.dsn or "", **_connect_kwargs(params))
             if not raw.autocommit:
                 await raw.set_autocommit(True)
         except psycopg.Error as exc:

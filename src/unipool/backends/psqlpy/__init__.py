@@ -31,7 +31,8 @@ import psqlpy
 from psqlpy import exceptions as pe
 
 from ..._dsn import ConnInfo
-from ..._errors import ConnectionLost
+from ..._errors import ConnectError, ConnectionLost
+from .._session import CANCEL_WAIT, refused_client_check
 from ..base import POOL_CALL, ConnectParams, Runtime
 from . import _fork
 from ._conn import CANCEL_TIMEOUT, CUT_MESSAGE, PsqlpyConn
@@ -45,6 +46,15 @@ T = TypeVar("T")
 async def _connect(params: ConnectParams) -> PsqlpyConn:
     _fork.check_connect(params)
     _fork.ran()
+    try:
+        return await _connect_once(params)
+    except ConnectError as exc:
+        if not refused_client_check(params, exc):
+            raise
+    return await _connect_once(params)
+
+
+async def _connect_once(params: ConnectParams) -> PsqlpyConn:
     dsn, kwargs = connect_args(params)
     if params.connect_timeout is not None:
         kwargs.setdefault("connect_timeout_sec", max(1, int(params.connect_timeout)))
@@ -177,7 +187,7 @@ class _TrioRunner(_Pumped):
                 conn.terminate()
             elif conn.abandoned:
                 self._pump = pump = self._new_pump()
-                with anyio.move_on_after(CANCEL_TIMEOUT, shield=True):
+                with anyio.move_on_after(CANCEL_WAIT, shield=True):
                     with contextlib.suppress(Exception):
                         await self._pump_trio(conn.cancel_server(), pump)
             raise

@@ -33,6 +33,7 @@ from ..._errors import ConnectionLost, Error, NotSupportedError, make_database_e
 from ..._record import Record
 from ..._sql import first_words, qualified_name, quote_ident, reset_statement
 from .._copyio import achunks, sink
+from .._session import CANCEL_WAIT
 from ..base import POOL_CALL, ConnectParams, CopyTarget, TxStatus
 from . import _fork
 from ._copy import TABLE_COLUMNS, collected, format_copy, parse_copy
@@ -41,7 +42,8 @@ from ._params import connect_args
 from ._statements import command_tag, split_statements, tx_after
 from ._values import NO_SHAPE, Shape, Stale, as_decimal, decode_new, find_decoders, is_numeric
 
-#: Seconds a server-side cancel (side connection included) may take.
+#: Seconds a server-side cancel (side connection included) may take when a blocking call
+#: is interrupted (KeyboardInterrupt); an async call's gets `CANCEL_WAIT`.
 CANCEL_TIMEOUT = 5.0
 #: Statements whose result shape or parameter types a connection remembers.
 _CACHE_MAX = 512
@@ -138,7 +140,7 @@ class PsqlpyConn:
             if POOL_CALL.get():  # the pool's own call: drop, no cancel request
                 self.terminate()
                 raise
-            with anyio.move_on_after(CANCEL_TIMEOUT, shield=True), contextlib.suppress(Exception):
+            with anyio.move_on_after(CANCEL_WAIT, shield=True), contextlib.suppress(Exception):
                 await self.cancel_server()
             raise
         if sql is not None:
@@ -193,7 +195,7 @@ class PsqlpyConn:
             self._broken = True
             return
         try:
-            dsn, kwargs = connect_args(self._params)
+            dsn, kwargs = connect_args(self._params, side=True)
             side = await psqlpy.connect(dsn=dsn, **kwargs)
             try:
                 await side.execute("SELECT pg_cancel_backend($1)", [self._pid])

@@ -61,8 +61,14 @@ def check_dsn(info: ConnInfo) -> None:
             raise ValueError(f"invalid DSN for the psqlpy backend: it cannot honour {shown!r}")
 
 
-def connect_args(params: ConnectParams) -> tuple[str, dict[str, Any]]:
-    """psqlpy's DSN and keyword arguments for ``params``.
+#: The ``application_name`` of the side connection that cancels a query: it is no session
+#: of the pool, and is not counted as one by whoever watches the pool's name.
+CANCEL_NAME = "unipool cancel"
+
+
+def connect_args(params: ConnectParams, *, side: bool = False) -> tuple[str, dict[str, Any]]:
+    """psqlpy's DSN and keyword arguments for ``params`` (``side``: for a side connection,
+    named `CANCEL_NAME`).
 
     ``server_settings`` and ``command_timeout`` become ``-c`` options; ``sslmode`` and
     ``sslrootcert`` become ``ssl_mode`` and ``ca_file`` (psqlpy's DSN parser ignores the
@@ -89,6 +95,8 @@ def connect_args(params: ConnectParams) -> tuple[str, dict[str, Any]]:
     settings, application_name = startup_settings(params)
     if application_name is not None:
         query["application_name"] = application_name
+    if side:  # a startup parameter of its own wins over an ``options`` one
+        query["application_name"] = CANCEL_NAME
     if settings:
         query["options"] = options_with(query.get("options", ""), settings)
     tcp = tcp_options(info.params, params.kwargs)
