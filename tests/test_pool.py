@@ -76,6 +76,24 @@ async def test_state_set_by_a_second_statement_never_leaks(
         assert await pool.fetchval(probe) == clean
 
 
+async def test_a_transaction_opened_through_raw_never_leaks(
+    make_pool: PoolFactory, mode: str
+) -> None:
+    """What is done through ``conn.raw`` is unknown to the pool: the reset rolls back a
+    transaction it may have left open (on asyncio, where every driver's raw is awaitable
+    on the test's own loop)."""
+    if mode != "asyncio":
+        pytest.skip("each driver's own connection is reached differently in each mode")
+    async with make_pool(max_size=1, check=None) as pool:
+        async with pool.acquire() as conn:
+            await conn.conn.raw.execute("BEGIN")  # type: ignore[attr-defined]
+            await conn.fetchval("select txid_current()")
+        assert await pool.fetchval("select txid_current_if_assigned()") is None
+        async with pool.acquire() as conn:
+            await conn.execute("create temp table t_raw (x int)")  # a transaction of its own
+        assert await pool.fetchval("select to_regclass('pg_temp.t_raw')") is None
+
+
 async def test_failed_transaction_is_rolled_back(make_pool: PoolFactory) -> None:
     async with make_pool(max_size=1) as pool:
         async with pool.acquire() as conn:

@@ -39,14 +39,18 @@ class AsyncRunner(Protocol):
 class SyncBridge:
     """A blocking connection over an async one, through a `SyncRunner`."""
 
-    __slots__ = ("_kill", "_runner", "_unsure", "inner", "raw")
+    __slots__ = ("_kill", "_runner", "_unsure", "inner")
 
     def __init__(self, inner: AsyncConn, runner: SyncRunner, kill: Callable[[], None]) -> None:
         self.inner = inner
-        self.raw = inner.raw
         self._runner = runner
         self._kill = kill
         self._unsure = False
+
+    @property
+    def raw(self) -> Any:
+        """The driver's own connection (asked of the connection it bridges, every time)."""
+        return self.inner.raw
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -109,14 +113,18 @@ class SyncBridge:
 class AsyncBridge:
     """A trio connection over an async one that lives elsewhere, through an `AsyncRunner`."""
 
-    __slots__ = ("_kill", "_runner", "_unsure", "inner", "raw")
+    __slots__ = ("_kill", "_runner", "_unsure", "inner")
 
     def __init__(self, inner: AsyncConn, runner: AsyncRunner, kill: Callable[[], None]) -> None:
         self.inner = inner
-        self.raw = inner.raw
         self._runner = runner
         self._kill = kill
         self._unsure = False
+
+    @property
+    def raw(self) -> Any:
+        """The driver's own connection (asked of the connection it bridges, every time)."""
+        return self.inner.raw
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:

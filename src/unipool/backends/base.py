@@ -58,7 +58,9 @@ class ConnectParams:
 class SyncConn(Protocol):
     """A blocking driver connection, wrapped."""
 
-    raw: Any
+    @property
+    def raw(self) -> Any:
+        """The driver's own connection, for a borrower."""
 
     def execute(self, sql: str, args: Sequence[Any]) -> str: ...
     def executemany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> None: ...
@@ -91,7 +93,9 @@ class SyncConn(Protocol):
 class AsyncConn(Protocol):
     """An async driver connection, wrapped; methods as in :class:`SyncConn`."""
 
-    raw: Any
+    @property
+    def raw(self) -> Any:
+        """The driver's own connection, for a borrower."""
 
     async def execute(self, sql: str, args: Sequence[Any]) -> str: ...
     async def executemany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> None: ...

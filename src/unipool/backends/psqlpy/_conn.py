@@ -72,15 +72,15 @@ class PsqlpyConn:
     """A psqlpy connection behind the uniform interface (native on asyncio)."""
 
     __slots__ = ("__weakref__", "_abandoned", "_bouncer", "_broken", "_cut", "_loop",
-                 "_numeric", "_params", "_pid", "_prepared", "_shapes", "_task", "_thread",
-                 "_tx", "raw")  # fmt: skip
+                 "_numeric", "_params", "_pid", "_prepared", "_raw", "_shapes", "_task",
+                 "_thread", "_tx")  # fmt: skip
 
     def __init__(
         self, raw: Any, pid: int, params: ConnectParams, *, unprepared: bool = False
     ) -> None:
         """``unprepared``: behind a pooler that may run each step of a statement on another
         server, psqlpy prepares nothing that lasts, and statements run in transactions."""
-        self.raw = raw
+        self._raw = raw
         self._pid = pid
         self._params = params
         #: behind PgBouncer: no server process of our own (``pid`` is 0)
@@ -163,7 +163,7 @@ class PsqlpyConn:
         """
         if self._prepared or self._tx is not TxStatus.IDLE:
             return await self._call(call, sql)
-        raw = self.raw
+        raw = self._raw
         await self._call(lambda: raw.execute_batch("BEGIN"))
         try:
             result = await self._call(call, sql)
@@ -177,7 +177,7 @@ class PsqlpyConn:
         """Roll back a transaction of the adapter's own; broken if that fails."""
         if self._broken:
             return
-        raw = self.raw
+        raw = self._raw
         try:
             await self._call(lambda: raw.execute_batch("ROLLBACK"))
         except Error:
@@ -230,7 +230,7 @@ class PsqlpyConn:
                     values[i] = as_decimal(values[i])
 
     async def _numeric_params(self, sql: str) -> tuple[int, ...]:
-        raw = self.raw
+        raw = self._raw
         if self._bouncer:
             types = await self._declared_types(sql)
         else:
@@ -248,7 +248,7 @@ class PsqlpyConn:
         statements = split_statements(sql)
         if len(statements) != 1 or first_words(sql)[0] not in _PREPARABLE:
             return []
-        raw = self.raw
+        raw = self._raw
         # A name no other client uses: should a failure leave the statement behind, it
         # stays on that server connection until PgBouncer closes it.
         name = f"unipool_{secrets.token_hex(8)}"
@@ -305,7 +305,7 @@ class PsqlpyConn:
         return Shape(names, None), rows
 
     async def _names(self, sql: str, args: list[Any]) -> tuple[str, ...]:
-        raw = self.raw
+        raw = self._raw
         if self._prepared:
             statement = await self._call(lambda: raw.prepare(sql, args or [None]))
         else:  # psqlpy keeps it prepared: dropped on the server in the same transaction
@@ -315,7 +315,7 @@ class PsqlpyConn:
     async def _prepare_once(self, sql: str, args: list[Any]) -> Any:
         """psqlpy's prepared statement for ``sql``, deallocated on the server (in a
         transaction: psqlpy itself would keep it, while the server may change)."""
-        raw = self.raw
+        raw = self._raw
         statement = await raw.prepare(sql, args or [None])
         found = await raw.fetch(_NAMES_OF, [sql], prepared=False)
         names = [row[0] for row in found.result(as_tuple=True)]
@@ -326,7 +326,7 @@ class PsqlpyConn:
     # -- the uniform operations ---------------------------------------------
 
     async def execute(self, sql: str, args: Sequence[Any]) -> str:
-        raw = self.raw
+        raw = self._raw
         statements = split_statements(sql)
         if len(statements) > 1 and not args:
             await self._call(lambda: raw.execute_batch(sql), sql)
@@ -371,13 +371,13 @@ class PsqlpyConn:
         if any(is_numeric(v) for args in batches for v in args):
             await self._decimals(sql, batches)
         prepared = self._prepared
-        await self._extended(lambda: self.raw.execute_many(sql, batches, prepared=prepared), sql)
+        await self._extended(lambda: self._raw.execute_many(sql, batches, prepared=prepared), sql)
 
     async def _query(self, sql: str, args: Sequence[Any]) -> tuple[list[Any], Shape]:
         """Run a statement: its rows as tuples, and its shape."""
         values = await self._values(sql, args)
         prepared = self._prepared
-        result = await self._extended(lambda: self.raw.fetch(sql, values, prepared=prepared), sql)
+        result = await self._extended(lambda: self._raw.fetch(sql, values, prepared=prepared), sql)
         return self._decoded(sql, result) or await self._learn(sql, values, result)
 
     async def fetch(self, sql: str, args: Sequence[Any]) -> list[Record]:
@@ -403,7 +403,7 @@ class PsqlpyConn:
                 row[i] = as_decimal(row[i])
         names = [name for name, _ in columns]
         count = await self._extended(
-            lambda: self.raw.copy_records_to_table(table, rows, names, schema_name)
+            lambda: self._raw.copy_records_to_table(table, rows, names, schema_name)
         )
         return f"COPY {count}"
 
@@ -412,7 +412,7 @@ class PsqlpyConn:
         data = b"".join([chunk async for chunk in achunks(await collected(source))])
         if options.get("format") == "binary":
             count = await self._extended(
-                lambda: self.raw.binary_copy_to_table(data, table, wanted, schema_name)
+                lambda: self._raw.binary_copy_to_table(data, table, wanted, schema_name)
             )
             return f"COPY {count}"
         rows = parse_copy(data.decode(options.get("encoding") or "utf-8"), options)
@@ -434,7 +434,7 @@ class PsqlpyConn:
         texts = ", ".join(f"{quote_ident(name)}::text" for name, _ in columns)
         select = f"SELECT {texts} FROM {qualified_name(table, schema_name)}"
         prepared = self._prepared
-        result = await self._extended(lambda: self.raw.fetch(select, prepared=prepared), select)
+        result = await self._extended(lambda: self._raw.fetch(select, prepared=prepared), select)
         rows = result.result(as_tuple=True)
         lines = format_copy([name for name, _ in columns], rows, options)
         with sink(output) as out:
@@ -452,6 +452,13 @@ class PsqlpyConn:
                 raise make_database_error("42703", message)
         return [(name, types[name]) for name in wanted] if wanted else list(types.items())
 
+    @property
+    def raw(self) -> Any:
+        """psqlpy's own connection, for a borrower: what is done there is unknown here, so
+        the next reset also rolls back any transaction it may have left open."""
+        self._tx = TxStatus.UNKNOWN
+        return self._raw
+
     def alive(self) -> bool:
         return not self._broken
 
@@ -459,7 +466,7 @@ class PsqlpyConn:
         return self._tx is TxStatus.IDLE and not self._broken
 
     async def ping(self) -> None:
-        await self._call(lambda: self.raw.execute_batch("SELECT 1"))
+        await self._call(lambda: self._raw.execute_batch("SELECT 1"))
 
     async def reset(self, dirty: bool) -> bool:
         if self._broken:
@@ -468,7 +475,7 @@ class PsqlpyConn:
         if dirty:
             self._forget()  # temp tables are gone: their statements may differ
         if statement:
-            await self._call(lambda: self.raw.execute_batch(statement), "ROLLBACK")
+            await self._call(lambda: self._raw.execute_batch(statement), "ROLLBACK")
         return self._tx is TxStatus.IDLE
 
     async def close(self) -> None:
@@ -479,7 +486,7 @@ class PsqlpyConn:
         `ConnectionLost` at once (its task is cancelled, on its own loop)."""
         self._broken = True
         _live.discard(self)
-        self.raw.close()
+        self._raw.close()
         task, loop = self._task, self._loop
         if task is None or loop is None:
             return
