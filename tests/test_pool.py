@@ -86,7 +86,7 @@ async def test_a_transaction_opened_through_raw_never_leaks(
         pytest.skip("each driver's own connection is reached differently in each mode")
     async with make_pool(max_size=1, check=None) as pool:
         async with pool.acquire() as conn:
-            await conn.conn.raw.execute("BEGIN")  # type: ignore[attr-defined]
+            await conn.conn.raw.execute("BEGIN")
             await conn.fetchval("select txid_current()")
         assert await pool.fetchval("select txid_current_if_assigned()") is None
         async with pool.acquire() as conn:

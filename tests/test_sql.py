@@ -1,10 +1,11 @@
-"""What the pool tells from a statement's text: whether the session surely stays clean."""
+"""What the pool tells from a statement's text, and from a refused connection's message."""
 
 from __future__ import annotations
 
 import pytest
 
 from unipool._sql import leaves_session_clean
+from unipool.backends._session import refusal_sqlstate
 
 
 @pytest.mark.parametrize(
@@ -40,3 +41,21 @@ def test_statements_that_leave_the_session_clean(sql: str) -> None:
 )
 def test_statements_that_may_change_the_session(sql: str) -> None:
     assert not leaves_session_clean(sql)
+
+
+@pytest.mark.parametrize(
+    ("message", "sqlstate"),
+    [
+        ('FATAL:  too many connections for role "app"', "53300"),  # a limit, not a login error
+        ('FATAL:  too many connections for database "db"', "53300"),
+        ("FATAL:  sorry, too many clients already", "53300"),
+        ('FATAL:  password authentication failed for user "app"', "28P01"),
+        ('FATAL:  role "nobody" does not exist', "28000"),
+        ('FATAL:  database "nodb" does not exist', "3D000"),
+        ('FATAL:  database "db" is not currently accepting connections', "55000"),
+        ("FATAL:  the database system is starting up", "57P03"),
+        ("something else", None),
+    ],
+)
+def test_a_refused_connect_is_classified_by_its_message(message: str, sqlstate: str | None) -> None:
+    assert refusal_sqlstate(message) == sqlstate

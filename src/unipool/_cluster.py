@@ -168,7 +168,6 @@ class ClusterPool(ReadShortcuts):
         #: slot id -> (slot, when asked, is a standby, lag): the verdict on a connection
         self._verdicts: dict[int, tuple[Slot, float, bool, float | None]] = {}
         self._standby_off_until = 0.0
-        self._lent: dict[int, Pool] = {}  # id(conn) -> its pool, for release()
         self._reads = self._on_primary = self._lagging = self._not_standby = 0
         self._counting = threading.Lock()  # the counters, for blocking use from threads
         self._task_group_cm: Any = None
@@ -364,8 +363,8 @@ class ClusterPool(ReadShortcuts):
         standby, lag = (bool(row[0]), row[1]) if row is not None else (False, None)
         if slot is not None:
             if len(self._verdicts) > 2 * self.standby.get_max_size():  # forget closed ones
-                self._verdicts = {
-                    k: v for k, v in self._verdicts.items() if v[0].state is not CLOSING
+                self._verdicts = {  # a copy first: other threads may add to it meanwhile
+                    k: v for k, v in list(self._verdicts.items()) if v[0].state is not CLOSING
                 }
             self._verdicts[slot.id] = (slot, time.monotonic(), standby, lag)
         return standby, lag
@@ -503,13 +502,11 @@ class ClusterPool(ReadShortcuts):
         """
         if not readonly:
             return self.primary.getconn(timeout)
-        pool, conn = self._read_conn(timeout)
-        self._lent[id(conn)] = pool
-        return conn
+        return self._read_conn(timeout)[1]
 
     def release(self, conn: Connection) -> None:
         """Give back a connection from :meth:`getconn`."""
-        self._lent.pop(id(conn), self.primary).release(conn)
+        self._owner(conn).release(conn)
 
     async def agetconn(
         self, timeout: float | None = None, readonly: bool = False
@@ -521,13 +518,15 @@ class ClusterPool(ReadShortcuts):
         """
         if not readonly:
             return await self.primary.agetconn(timeout)
-        pool, conn = await self._aread_conn(timeout)
-        self._lent[id(conn)] = pool
-        return conn
+        return (await self._aread_conn(timeout))[1]
 
     async def arelease(self, conn: AsyncConnection) -> None:
         """Give back a connection from :meth:`agetconn`."""
-        await self._lent.pop(id(conn), self.primary).arelease(conn)
+        await self._owner(conn).arelease(conn)
+
+    def _owner(self, conn: Connection | AsyncConnection) -> Pool:
+        """The pool ``conn`` was borrowed from."""
+        return self.standby if conn._face is self.standby._face else self.primary
 
     def _with_conn(self, readonly: bool, method: str, *args: Any, **kwargs: Any) -> Any:
         if not readonly:

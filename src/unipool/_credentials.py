@@ -33,9 +33,9 @@ def resolve(params: ConnectParams, options: PoolOptions) -> ConnectParams:
 async def aresolve(params: ConnectParams, options: PoolOptions) -> ConnectParams:
     """:func:`resolve` for an async pool: a callable's awaitable answer is awaited."""
     kwargs = _call("connect_kwargs", options.connect_kwargs, asynchronous=True)
-    password = _call("password", options.password, asynchronous=True)
     if inspect.isawaitable(kwargs):
         kwargs = await _awaited("connect_kwargs", options.connect_kwargs, kwargs)
+    password = _call("password", options.password, asynchronous=True)
     if inspect.isawaitable(password):
         password = await _awaited("password", options.password, password)
     return _with(params, kwargs, password)
@@ -54,7 +54,8 @@ def _call(option: str, value: Any, *, asynchronous: bool) -> Any:
             close()  # never awaited: no "coroutine was never awaited" warning
         raise ConnectError(
             f"the {option} callable {_name(value)} is async: a blocking pool needs a plain "
-            "function (or open the pool in async use)"
+            "function (or open the pool in async use)",
+            permanent=True,  # waiting cannot mend the program
         )
     return answer
 
@@ -68,9 +69,13 @@ async def _awaited(option: str, value: Any, answer: Any) -> Any:
 
 def _with(params: ConnectParams, kwargs: Any, password: Any) -> ConnectParams:
     if kwargs is not None and not isinstance(kwargs, Mapping):
-        raise ConnectError(f"connect_kwargs must answer a mapping, not {type(kwargs).__name__}")
+        raise ConnectError(
+            f"connect_kwargs must answer a mapping, not {type(kwargs).__name__}", permanent=True
+        )
     if password is not None and not isinstance(password, str):
-        raise ConnectError(f"the password must be a str, not {type(password).__name__}")
+        raise ConnectError(
+            f"the password must be a str, not {type(password).__name__}", permanent=True
+        )
     merged = {**(kwargs or {}), **params.kwargs}  # set_connect_args() wins: it came later
     secrets = params.secrets
     if password:

@@ -209,7 +209,10 @@ def test_waiting_for_min_size_ends_at_a_permanent_error() -> None:
     refused = ConnectError("password authentication failed")
     refused.permanent = True
     h.fail(refused)
-    assert h.woken == [waiter] and h.core.fill_result(waiter, 5.0, h.now) is refused
+    assert h.woken == [waiter]
+    error = h.core.fill_result(waiter, 5.0, h.now)
+    assert isinstance(error, ConnectError) and error is not refused  # a copy, raised afresh
+    assert (error.message, error.permanent) == (refused.message, True)
     with pytest.raises(ConnectError):
         h.core.wait_filled(h.now)
 
@@ -225,7 +228,8 @@ def test_waiting_for_min_size_runs_out_of_time() -> None:
     assert waiter is not None
     refused = h.fail()  # a transient error: waited through, and raised at the end
     assert waiter not in h.woken
-    assert h.core.fill_result(waiter, 5.0, h.at(10.0).now) is refused
+    error = h.core.fill_result(waiter, 5.0, h.at(10.0).now)
+    assert isinstance(error, ConnectError) and str(error) == str(refused)
 
 
 def test_waiting_for_min_size_ends_when_the_pool_closes() -> None:
@@ -335,3 +339,14 @@ def test_a_connection_lost_in_use_makes_the_older_ones_suspect() -> None:
     assert h.close_reasons == ["lost"]
     got = h.acquire()
     assert got is older and older.state is CHECKING  # a dead server takes them all
+
+
+def test_a_check_cut_short_by_terminate_ends_with_pool_closed() -> None:
+    h = Harness(min_size=1, max_size=1, check_after=1.0)
+    (slot,) = h.fill()
+    assert h.at(2.0).acquire() is slot and slot.state is CHECKING
+    cut = h.core.terminate(h.now)
+    assert cut == [slot]
+    with pytest.raises(PoolClosed):
+        h.core.check_done(slot, True, h.now)  # the check saw the connection's last answer
+    assert slot.state is CLOSING and h.core.counters.acquires == 0

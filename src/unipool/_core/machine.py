@@ -98,6 +98,12 @@ def _again(error: ConnectError) -> ConnectError:
     return again
 
 
+def _fresh(error: BaseException) -> BaseException:
+    """``error`` to raise once more: a fresh copy when it is a connection error, which is
+    shared by every request it fails."""
+    return _again(error) if isinstance(error, ConnectError) else error
+
+
 class PoolCore(CoreState):
     """The sans-I/O pool: see the module docstring for the rules it keeps."""
 
@@ -147,7 +153,7 @@ class PoolCore(CoreState):
             BaseException: the error the waiter was failed with.
         """
         if waiter.error is not None:
-            raise waiter.error
+            raise _fresh(waiter.error)
         slot = waiter.slot
         assert slot is not None and slot.state is GRANTED and slot.owner is waiter
         slot.owner = None
@@ -229,8 +235,12 @@ class PoolCore(CoreState):
         Raises:
             PoolTimeout: the check failed after the request's deadline: no other
                 check is started.
+            PoolClosed: the pool was terminated while the check ran (its connection
+                is being cut).
         """
         slot = check if isinstance(check, Slot) else check.slot
+        if slot.state is CLOSING:
+            raise PoolClosed("the pool is closed")
         counted = slot.state is IN_USE  # counted at hand-out; the face found it dead
         assert counted or slot.state is CHECKING
         if ok:
@@ -456,7 +466,7 @@ class PoolCore(CoreState):
         """
         error = self.last_connect_error
         if error is not None and is_permanent(error):
-            raise error
+            raise _fresh(error)
         if self.filled():
             return None
         waiter = Waiter(now)
@@ -470,8 +480,9 @@ class PoolCore(CoreState):
             self._fill_waiters.remove(waiter)
             if self.filled():
                 return None
-            return self.last_connect_error or self.timeout_error(timeout)
-        return waiter.error
+            error = self.last_connect_error
+            return _fresh(error) if error is not None else self.timeout_error(timeout)
+        return None if waiter.error is None else _fresh(waiter.error)
 
     def _wake_fill_waiters(self, error: BaseException | None) -> None:
         waiters, self._fill_waiters = self._fill_waiters, []

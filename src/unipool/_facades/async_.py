@@ -33,7 +33,7 @@ from .._core import (
 )
 from .._core.slots import Action
 from .._credentials import aresolve
-from .._errors import Error
+from .._errors import InterfaceError
 from ..backends.base import AsyncConn, Runtime
 from . import bounded
 from .base import Face, terminate
@@ -53,6 +53,7 @@ class AsyncFace(Face):
         self._call_soon = _call_soon_threadsafe(runtime)
         self._tg: TaskGroup | None = None
         self._pending: deque[Slot] = deque()  # opens waiting for a task (no task group)
+        self._later: list[Close] = []  # closes waiting for an await (no task group)
         self._filling: Waiter | None = None
         self._next_tick = -math.inf
         self._nudge = anyio.Event()
@@ -72,7 +73,7 @@ class AsyncFace(Face):
         waiter = core.wait_filled(now) if wait else None
         if waiter is not None:
             waiter.token = self._parking.token()
-        self._dispatch(core.take_actions())
+        self._defer(self._dispatch(core.take_actions()))
         if waiter is not None:
             await self._wait_filled(waiter, timeout, now + timeout)
 
@@ -94,13 +95,14 @@ class AsyncFace(Face):
         finally:
             self._filling = None
         error = core.fill_result(waiter, timeout, self._now())
-        self._dispatch(core.take_actions())
+        self._defer(self._dispatch(core.take_actions()))
         if error is not None:
             raise error
 
     async def close(self, timeout: float) -> None:
         """Refuse new requests, let borrowers finish up to ``timeout``, then terminate."""
         closes = self._apply(self.core.close)
+        self._abandon_pending()
         deadline = self._now() + timeout
         with anyio.CancelScope(shield=True):
             with anyio.move_on_at(deadline):
@@ -117,13 +119,18 @@ class AsyncFace(Face):
         cut = core.terminate(now)
         for slot in cut:
             core.closed(slot, now)
-        while self._pending:  # opens nobody will make now
-            core.connect_abandoned(self._pending.popleft(), now)
+        self._abandon_pending()
         self._dispatch(core.take_actions())
         for slot in cut:
             terminate(slot.conn)
         self._check_drained()
         self._stop()
+
+    def _abandon_pending(self) -> None:
+        """The pool is closing: opens waiting for a task are made by nobody now."""
+        while self._pending:
+            self.core.connect_abandoned(self._pending.popleft(), self._now())
+        self._check_drained()
 
     def _stop(self) -> None:
         if self._housekeeper is not None:
@@ -137,9 +144,8 @@ class AsyncFace(Face):
     # -- administration ------------------------------------------------------
 
     def resize(self, max_size: int) -> None:
-        """Change ``max_size``; surplus idle connections close at the next tick."""
-        self.core.resize(max_size, self._now())
-        self._nudge.set()
+        """Change ``max_size``: surplus idle connections close, new ones open for waiters."""
+        self._defer(self._apply(self.core.resize, max_size))
 
     async def expire(self) -> None:
         """Replace every connection: idle ones now, borrowed ones when they come back."""
@@ -175,7 +181,8 @@ class AsyncFace(Face):
             else:
                 slot = await self._wait(got, timeout, deadline)  # type: ignore[arg-type]
                 now = self._now()
-            check = core.check_for(slot, slot.conn.alive(), now, deadline, timeout)
+            alive = slot.state is IN_USE and slot.conn.alive()  # CHECKING: checked anyway
+            check = core.check_for(slot, alive, now, deadline, timeout)
             if check is not None and not await self._check(check):
                 now = self._now()
                 continue
@@ -229,6 +236,8 @@ class AsyncFace(Face):
     async def release(self, conn: AsyncConnection, error: BaseException | None = None) -> None:
         """Give ``conn`` back (its borrow ended with ``error``, if it failed): reset it
         if the core says so, or replace it. Completes even when cancelled."""
+        if conn._face is not self:
+            raise InterfaceError("this connection was not borrowed from this pool")
         slot = conn._detach()
         driver: AsyncConn = slot.conn
         core = self.core
@@ -270,9 +279,12 @@ class AsyncFace(Face):
             report_abandoned(self.options.name)
             terminate(slot.conn)
             core.release(slot, self._now(), reusable=False, cause="abandoned")
-            for close in self._dispatch(core.take_actions()):  # only this slot
-                core.closed(close.slot, self._now())
-                self._dispatch(core.take_actions())
+            for close in self._dispatch(core.take_actions()):
+                if close.slot is slot:  # terminated above
+                    core.closed(slot, self._now())
+                    self._defer(self._dispatch(core.take_actions()))
+                else:
+                    self._defer([close])
         self._check_drained()
 
     # -- carrying out decisions ----------------------------------------------
@@ -281,6 +293,17 @@ class AsyncFace(Face):
         """Feed one event to the core; start what it decided; the closes to make."""
         method(*args, self._now())
         return self._dispatch(self.core.take_actions())
+
+    def _defer(self, closes: list[Close]) -> None:
+        """Make ``closes`` decided where nothing may be awaited: in the task group, or else
+        at the next acquire or release (which run the timed work then)."""
+        if not closes:
+            return
+        if self._tg is not None:
+            self._tg.start_soon(self._close_slots, closes)
+        else:
+            self._later.extend(closes)
+            self._next_tick = -math.inf
 
     async def _run(self, actions: list[Action]) -> None:
         closes = self._dispatch(actions)
@@ -319,7 +342,7 @@ class AsyncFace(Face):
         try:
             params = await aresolve(self.params, self.options) if self._rotates else self.params
             driver = await self.backend.connect_async(params, self.runtime)
-        except Error as exc:
+        except Exception as exc:  # a factory's or a driver's own error counts as well
             await self._settle(core.connect_failed, slot, exc)
             return
         except BaseException:
@@ -330,11 +353,11 @@ class AsyncFace(Face):
         try:
             error = await bounded.arun_on(slot, init) if init is not None else None
         except BaseException:  # interrupted: not the server's fault
-            driver.terminate()
+            terminate(driver)
             await self._settle(core.connect_abandoned, slot)
             raise
         if error is not None:
-            driver.terminate()
+            terminate(driver)
             await self._settle(core.init_failed, slot, error)
             return
         await self._settle(core.connected, slot)
@@ -361,7 +384,7 @@ class AsyncFace(Face):
     async def _close_slot(self, close: Close, deadline: float) -> None:
         await bounded.aclose(close, min(deadline, self._now() + close.timeout))
         self.core.closed(close.slot, self._now())
-        self._dispatch(self.core.take_actions())
+        self._defer(self._dispatch(self.core.take_actions()))
 
     async def _run_hook(
         self, hook: Callable[[AsyncConnection], Awaitable[Any]], conn: AsyncConnection
@@ -374,6 +397,9 @@ class AsyncFace(Face):
             raise
 
     async def _tick(self) -> None:
+        if self._later:
+            later, self._later = self._later, []
+            await self._close_slots(later)
         now = self._now()
         self.core.tick(now)
         self._next_tick = self.core.next_tick(now)

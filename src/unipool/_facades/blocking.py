@@ -16,9 +16,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .._connection import Connection
-from .._core import Check, Close, Open, Slot, Waiter, Wake
+from .._core import IN_USE, Check, Close, Open, Slot, Waiter, Wake
 from .._core.slots import Action
 from .._credentials import resolve
+from .._errors import InterfaceError
 from ..backends.base import SyncConn
 from . import bounded
 from .base import Face, terminate
@@ -140,7 +141,8 @@ class BlockingFace(Face):
             else:
                 slot = self._wait(got, timeout, deadline)  # type: ignore[arg-type]
                 now = _monotonic()
-            check = core.check_for(slot, slot.conn.alive(), now, deadline, timeout)
+            alive = slot.state is IN_USE and slot.conn.alive()  # CHECKING: checked anyway
+            check = core.check_for(slot, alive, now, deadline, timeout)
             if check is not None and not self._check(check):
                 now = _monotonic()
                 continue
@@ -176,6 +178,8 @@ class BlockingFace(Face):
     def release(self, conn: Connection, error: BaseException | None = None) -> None:
         """Give ``conn`` back (its borrow ended with ``error``, if it failed): reset it
         if the core says so, or replace it."""
+        if conn._face is not self:
+            raise InterfaceError("this connection was not borrowed from this pool")
         slot = conn._detach()
         driver: SyncConn = slot.conn
         clean = driver.is_clean()
@@ -250,7 +254,7 @@ class BlockingFace(Face):
         init = self.options.init
         error = bounded.run_on(slot, init) if init is not None else None
         if error is not None:
-            driver.terminate()
+            terminate(driver)
             self._call(self.core.init_failed, slot, error)
             self._nudge.set()
             return

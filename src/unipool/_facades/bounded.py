@@ -68,14 +68,14 @@ def reset(
     reused, and what the hook raised if it failed."""
     driver: SyncConn = reset.slot.conn
     try:
-        with WATCHDOG.guard(driver, reset.timeout, pool):
+        with WATCHDOG.guard(driver, reset.timeout, pool):  # the hook too: cut when late
             ok = driver.alive() and driver.reset(reset.full)
+            if not ok or hook is None:
+                return ok, None
+            return True, run_on(reset.slot, hook)
     except Error as exc:
         logger.debug("reset failed, discarding the connection: %s", exc)
         return False, None
-    if not ok or hook is None:
-        return ok, None
-    return True, run_on(reset.slot, hook)
 
 
 async def areset(

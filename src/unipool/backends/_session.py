@@ -19,15 +19,15 @@ _LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
 
 #: The SQLSTATE of a refused connection attempt, read from the server's message, which is
 #: all libpq and psqlpy give.
-_REFUSALS = (
+_REFUSALS = (  # the first match wins
+    ("too many clients", "53300"),
+    ("too many connections", "53300"),  # ... for role "x" / for database "x": a limit
     ("password authentication failed", "28P01"),
     ('role "', "28000"),  # role "x" does not exist / is not permitted to log in
     ("no pg_hba.conf entry", "28000"),
     ("authentication failed", "28000"),
     ("not currently accepting connections", "55000"),
     ('database "', "3D000"),  # database "x" does not exist
-    ("too many clients", "53300"),
-    ("too many connections", "53300"),
     ("starting up", "57P03"),
     ("shutting down", "57P03"),
     ("in recovery mode", "57P03"),
