@@ -13,7 +13,7 @@ from unipool.__main__ import main
 from unipool._bench import TARGETS, Workload, bench, run_bench, systems
 from unipool._bench._chart import write_chart
 from unipool._bench._harness import Cell
-from unipool._bench._report import Report
+from unipool._bench._report import _LIMIT_WORKLOAD, Report
 from unipool._bench._runners import stats
 from unipool._bench._targets import LIMIT, Ref, Target, evaluate, targets_table
 from unipool._bench._workloads import QUICK_WORKLOADS, runs
@@ -24,6 +24,8 @@ TINY = (
     Workload("query", 4),
     Workload("query", 8),
     Workload("query", 8, 5),
+    Workload("held", 10),
+    Workload("query", 10),
     Workload("fetchval", 4),
     Workload("txn", 4),
     Workload("fair", 16),
@@ -32,11 +34,12 @@ TINY = (
 
 def _cell(system: str, runtime: str, workload: str = "query", workers: int = 50, rnd: int = 0,
           ops_per_s: float = 100.0, p50: float = 10.0, p99: float = 12.0,
-          starved: int = 0) -> Cell:  # fmt: skip
+          starved: int = 0, cpu: float | None = None) -> Cell:  # fmt: skip
     kind = system.split()[0] if system.split()[0] in ("limit", "unipool") else "native"
     size = 0 if kind == "limit" else 10
+    cpu_us = ops_per_s / 10 if cpu is None else cpu
     return Cell(rnd, system, system.split()[-1], runtime, kind, workload, workers, size,
-                int(ops_per_s), 1.0, ops_per_s, p50, p99, p99 * 2, starved)  # fmt: skip
+                int(ops_per_s), 1.0, ops_per_s, p50, p99, p99 * 2, starved, cpu_us)  # fmt: skip
 
 
 def test_stats_by_hand() -> None:
@@ -78,6 +81,8 @@ def test_targets_are_medians_of_per_round_values() -> None:
         Target("fair", fair, "p99/p50", "<=", 1.5),  # 1.2, 2.0, 1.4
         Target("starved", fair, "starved", "<=", 0),  # worst round: 1
         Target("missing", Ref("unipool asyncpg", "asyncio"), "ops/s", ">=", 1.0, LIMIT),
+        Target("cpu over", asyncio, "cpu us", "<=", 3.0, trio, "-"),  # 4, 4.5, 2.5
+        Target("cpu over limit", asyncio, "cpu us", "<=", 0.0, LIMIT, "-"),  # -2, -1, 1
     )
     results = evaluate(report, checks)
     got = [(r["value"], r["met"]) for r in results]
@@ -90,12 +95,16 @@ def test_targets_are_medians_of_per_round_values() -> None:
         (pytest.approx(1.4), True),
         (1, False),
         (None, None),
+        (pytest.approx(4.0), False),
+        (pytest.approx(-1.0), True),
     ]
-    assert [r["rounds"] for r in results] == [3] * 7 + [0]
+    assert [r["rounds"] for r in results] == [3] * 7 + [0] + [3] * 2
     assert results[1]["measure"] == "unipool psycopg trio query c=50 / limit"
     assert results[3]["measure"] == "unipool psycopg asyncio query c=1000 / query c=50"
+    assert results[8]["measure"] == "cpu us: unipool psycopg asyncio query c=50 - trio"
+    assert results[9]["measure"] == "cpu us: unipool psycopg asyncio query c=50 - limit"
     text = targets_table(results)
-    assert "NOT MET" in text and "not measured" in text and text.endswith("5 of 8 met")
+    assert "NOT MET" in text and "not measured" in text and text.endswith("6 of 10 met")
     assert len(evaluate(report)) == len(TARGETS)
 
 
@@ -111,6 +120,33 @@ def test_summary_ratios_and_fairness_columns() -> None:
     assert rows["unipool psycopg", "threads", "acquire", 1]["p50_us"] == 6
 
 
+def test_cpu_rows_are_medians_of_per_round_differences() -> None:
+    cells = []
+    for rnd, (a, b, c, d) in enumerate([(20, 22, 30, 40), (30, 30, 31, 50), (25, 24, 40, 45)]):
+        cells += [
+            _cell("limit psycopg", "asyncio", "query", 10, rnd, cpu=a),
+            _cell("unipool psycopg", "asyncio", "held", 10, rnd, cpu=b),
+            _cell("unipool psycopg", "asyncio", "query", 10, rnd, cpu=c),
+            _cell("psycopg_pool.AsyncConnectionPool", "asyncio", "query", 10, rnd, cpu=d),
+            _cell("unipool psycopg", "trio", "held", 10, rnd, cpu=b + 5),
+            _cell("unipool psycopg", "trio", "query", 10, rnd, cpu=c + 5),
+        ]
+    rows = Report(cells).cpu_rows()
+    assert [(r["backend"], r["runtime"]) for r in rows] == [("psycopg", "asyncio"),
+                                                             ("psycopg", "trio")]  # fmt: skip
+    mine, trio = rows
+    assert (mine["dedicated_us"], mine["held_us"], mine["borrow_us"], mine["own_pool_us"]) == (
+        25, 24, 31, 45)  # fmt: skip
+    assert mine["layer_us"] == 0  # 2, 0, -1 (the difference of the medians would be -1)
+    assert mine["borrow_cost_us"] == 8  # 8, 1, 16 (of the medians: 7)
+    assert mine["dedicated"] == "limit psycopg asyncio"
+    assert mine["own_pool"] == "psycopg_pool.AsyncConnectionPool"
+    assert (trio["layer_us"], trio["own_pool"], trio["own_pool_us"]) == (5, None, None)
+    assert trio["dedicated"] == "limit psycopg asyncio"  # the cross-runtime one
+    table = Report(cells).cpu_table().splitlines()
+    assert len(table) == 4 and table[3].rstrip().endswith("limit psycopg asyncio")
+
+
 def test_quick_mode_runs_every_cell_a_target_reads() -> None:
     registry = {(s.name, s.runtime): s.kind for s in systems()}
     for t in TARGETS:
@@ -119,7 +155,8 @@ def test_quick_mode_runs_every_cell_a_target_reads() -> None:
             assert w in QUICK_WORKLOADS, t
             assert runs(registry[ref.system, ref.runtime], ref.runtime, w), t
         if t.over == LIMIT:
-            assert runs("limit", t.ref.runtime, Workload(t.ref.workload, t.ref.workers))
+            w = Workload(_LIMIT_WORKLOAD[t.ref.workload], t.ref.workers)
+            assert w in QUICK_WORKLOADS and runs("limit", t.ref.runtime, w), t
 
 
 def test_threads_and_limits_are_capped() -> None:
@@ -147,24 +184,40 @@ def test_tiny_run_has_every_row(dsn: str) -> None:
         pools.append(("sqlalchemy.QueuePool", "threads"))
     unipool = [("unipool psycopg", rt) for rt in ("threads", "asyncio", "trio")]
     limits = [("limit psycopg", "threads"), ("limit psycopg", "asyncio")]
-    expected = {(s, rt, w, c, 0) for s, rt in limits for w, c in [("txn", 4), ("query", 4),
-                                                                  ("query", 8)]}  # fmt: skip
+    on_limits = [("txn", 4), ("query", 4), ("query", 8), ("query", 10)]
+    expected = {(s, rt, w, c, 0) for s, rt in limits for w, c in on_limits}
     for s, rt in pools + unipool:
-        expected |= {(s, rt, w.name, w.workers, w.size) for w in TINY if w.name != "fetchval"}
-    expected |= {(s, rt, "fetchval", 4, 10) for s, rt in unipool}
+        expected |= {(s, rt, w.name, w.workers, w.size) for w in TINY
+                     if w.name not in ("fetchval", "held")}  # fmt: skip
+    expected |= {(s, rt, w, c, 10) for s, rt in unipool for w, c in [("fetchval", 4),
+                                                                     ("held", 10)]}  # fmt: skip
     assert rows == expected
 
     for c in report.cells:
-        assert c.ops > 0 and 0 < c.p50_us <= c.p99_us <= c.max_us, c
+        assert c.ops > 0 and 0 < c.p50_us <= c.p99_us <= c.max_us and c.cpu_us > 0, c
         assert 0 <= c.starved <= c.workers
     for r in report.summary():
-        has_limit = r["workload"] in ("query", "txn", "fetchval") and r["workers"] in (4, 8)
+        has_limit = r["workload"] != "fair" and r["workers"] in (4, 8, 10)
         assert (r["x_limit"] is not None) == has_limit, r
         assert (r["wait_ratio"] is not None) == (r["workload"] == "fair")
 
     data = json.loads(report.to_json())
-    assert set(data) == {"meta", "summary", "targets", "cells"}
+    assert set(data) == {"meta", "summary", "cpu", "targets", "cells"}
     assert len(data["targets"]) == len(TARGETS) and data["meta"]["wall_s"] > 0
+    cpu = {r["runtime"]: r for r in data["cpu"]}
+    assert list(cpu) == ["threads", "asyncio", "trio"]
+    for r in cpu.values():
+        assert r["dedicated_us"] > 0 and r["held_us"] > 0 and r["borrow_us"] > 0, r
+        assert r["layer_us"] == pytest.approx(r["held_us"] - r["dedicated_us"])  # one round
+        assert r["borrow_cost_us"] == pytest.approx(r["borrow_us"] - r["held_us"])
+    assert cpu["threads"]["own_pool"] == "psycopg_pool.ConnectionPool"
+    assert cpu["trio"]["dedicated"] == "limit psycopg asyncio"
+    assert len(report.cpu_table().splitlines()) == 2 + 3
+    layer = [t for t in data["targets"] if t["goal"].startswith("connection layer")]
+    assert {t["measure"]: t["value"] for t in layer if t["value"] is not None} == {
+        "cpu us: unipool psycopg threads held c=10 - limit": cpu["threads"]["layer_us"],
+        "cpu us: unipool psycopg asyncio held c=10 - limit": cpu["asyncio"]["layer_us"],
+    }
     assert len(report.table().splitlines()) == 2 + sum(r[2] != "fair" for r in rows)
     assert len(report.fairness_table().splitlines()) == 2 + sum(r[2] == "fair" for r in rows)
 
@@ -204,7 +257,7 @@ def test_json_without_a_path_replaces_the_tables(
     out, err = capsys.readouterr()
     assert err == ""  # no progress: stderr is not a terminal
     data = json.loads(out)
-    assert set(data) == {"meta", "summary", "targets", "cells"}
+    assert set(data) == {"meta", "summary", "cpu", "targets", "cells"}
     assert sorted(c["runtime"] for c in data["cells"]) == ["asyncio", "threads", "trio"]
 
 

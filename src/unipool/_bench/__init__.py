@@ -122,7 +122,7 @@ def bench(
 
 
 def _say_tables(report: Report, settings: dict[str, float], say: Callable[[str], None]) -> None:
-    for section in (report.table(), report.fairness_table()):
+    for section in (report.table(), report.fairness_table(), report.cpu_table()):
         if section:
             say(section)
             say("")

@@ -10,7 +10,7 @@ from typing import Any
 
 import anyio
 
-from ._runners import Times, run_tasks, run_threads, stats
+from ._runners import Run, Times, run_tasks, run_threads, stats
 from ._workloads import HOLD, LIMIT_CAP, Workload, runs
 
 
@@ -20,12 +20,15 @@ class Ops:
 
     ``connection()`` is the pool's acquire as a context manager (None for a
     limit); ``fetchval`` is the pool's one-call shortcut, where it has one.
+    ``held(n)`` (unipool's) acquires ``n`` connections and yields, as a context
+    manager (async for tasks), the operation ``op(i)``: SELECT 1 on the i-th of them.
     """
 
     query: Callable[[int], Any]
     txn: Callable[[int], Any]
     connection: Callable[[], Any] | None = None
     fetchval: Callable[[int], Any] | None = None
+    held: Callable[[int], Any] | None = None
 
 
 SyncFactory = Callable[[str, int, int], contextlib.AbstractContextManager[Ops]]
@@ -49,7 +52,11 @@ class System:
 
 @dataclass
 class Cell:
-    """One system x workload x round. For 'fair', the percentiles are of the waits."""
+    """One system x workload x round. For 'fair', the percentiles are of the waits.
+
+    ``cpu_us`` is the client's CPU per operation: the benchmark process's CPU time
+    over the cell (every thread: the driver's, a loop thread) divided by ``ops``.
+    """
 
     round: int
     system: str
@@ -66,6 +73,7 @@ class Cell:
     p99_us: float
     max_us: float
     starved: int
+    cpu_us: float = 0.0
 
 
 def _sync_ops(ops: Ops, waits: Times) -> dict[str, Callable[[int], Any] | None]:
@@ -108,12 +116,13 @@ def _async_ops(ops: Ops, waits: Times) -> dict[str, Callable[[int], Any] | None]
             "fair": hold}  # fmt: skip
 
 
-def _cell(system: System, rnd: int, w: Workload, times: Times, elapsed: float) -> Cell:
-    s = stats(times)
+def _cell(system: System, rnd: int, w: Workload, run: Run) -> Cell:
+    s = stats(run.times)
     size = 0 if system.kind == "limit" else w.size
+    cpu_us = run.cpu / s.ops * 1e6 if s.ops else 0.0
     return Cell(rnd, system.name, system.driver, system.runtime, system.kind, w.name, w.workers,
-                size, s.ops, elapsed, s.ops / elapsed, s.p50_us, s.p99_us, s.max_us,
-                s.starved)  # fmt: skip
+                size, s.ops, run.elapsed, s.ops / run.elapsed, s.p50_us, s.p99_us, s.max_us,
+                s.starved, cpu_us)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -130,7 +139,7 @@ class _Batch:
     workloads: list[Workload]
 
 
-Measured = list[tuple[Workload, Times, float]]
+Measured = list[tuple[Workload, Run]]
 
 
 def _sync_batch(b: _Batch) -> Measured:
@@ -140,10 +149,12 @@ def _sync_batch(b: _Batch) -> Measured:
         run_threads(ops.query, b.warm, b.warmup)
         for w in b.workloads:
             waits: Times = [[] for _ in range(w.workers)]
-            op = _sync_ops(ops, waits).get(w.name)
-            if op is not None:
-                times, elapsed = run_threads(op, w.workers, b.seconds)
-                done.append((w, waits if w.name == "fair" else times, elapsed))
+            if w.name == "held" and ops.held is not None:
+                with ops.held(w.workers) as op:
+                    done.append((w, run_threads(op, w.workers, b.seconds)))
+            elif (op := _sync_ops(ops, waits).get(w.name)) is not None:
+                run = run_threads(op, w.workers, b.seconds)
+                done.append((w, Run(waits, run.elapsed, run.cpu) if w.name == "fair" else run))
     return done
 
 
@@ -156,10 +167,13 @@ def _async_batch(b: _Batch) -> Measured:
             await run_tasks(ops.query, b.warm, b.warmup)
             for w in b.workloads:
                 waits: Times = [[] for _ in range(w.workers)]
-                op = _async_ops(ops, waits).get(w.name)
-                if op is not None:
-                    times, elapsed = await run_tasks(op, w.workers, b.seconds)
-                    done.append((w, waits if w.name == "fair" else times, elapsed))
+                if w.name == "held" and ops.held is not None:
+                    async with ops.held(w.workers) as op:
+                        done.append((w, await run_tasks(op, w.workers, b.seconds)))
+                elif (op := _async_ops(ops, waits).get(w.name)) is not None:
+                    run = await run_tasks(op, w.workers, b.seconds)
+                    fair = w.name == "fair"
+                    done.append((w, Run(waits, run.elapsed, run.cpu) if fair else run))
 
     anyio.run(main, backend=b.system.runtime)
     return done
@@ -171,6 +185,7 @@ def run_system(
     """Open ``system`` once per pool size, warm it up, measure its workloads, close it.
 
     For 'fair' the cell's times are the waits for acquire; otherwise whole operations.
+    'held' runs on connections acquired before the cell and released after it.
     """
     todo = [w for w in workloads if runs(system.kind, system.runtime, w)]
     run = _sync_batch if system.runtime == "threads" else _async_batch
@@ -181,5 +196,5 @@ def run_system(
         conns = max(w.workers for w in batch) if limit else size
         warm = min(LIMIT_CAP, conns) if limit else LIMIT_CAP
         measured = run(_Batch(system, dsn, conns, size, warm, seconds, warmup, batch))
-        out.extend(_cell(system, rnd, w, times, elapsed) for w, times, elapsed in measured)
+        out.extend(_cell(system, rnd, w, run) for w, run in measured)
     return out

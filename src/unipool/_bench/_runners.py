@@ -39,7 +39,17 @@ def stats(per_worker: Sequence[Sequence[float]]) -> Stats:
 Times = list[list[float]]
 
 
-def run_threads(op: Callable[[int], Any], workers: int, seconds: float) -> tuple[Times, float]:
+@dataclass(frozen=True)
+class Run:
+    """A timed run: each worker's times, the wall time from the release to the last worker's
+    end, and the process's CPU time (``time.process_time()``, every thread) over that span."""
+
+    times: Times
+    elapsed: float
+    cpu: float
+
+
+def run_threads(op: Callable[[int], Any], workers: int, seconds: float) -> Run:
     """``workers`` threads released together, each calling ``op(i)`` until time is up."""
     lists: Times = [[] for _ in range(workers)]
     barrier = threading.Barrier(workers + 1)
@@ -62,19 +72,19 @@ def run_threads(op: Callable[[int], Any], workers: int, seconds: float) -> tuple
     threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
     for t in threads:
         t.start()
+    cpu = time.process_time()
     start = time.perf_counter()
     stop[0] = start + seconds
     barrier.wait()
     for t in threads:
         t.join()
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     if errors:
         raise errors[0]
-    return lists, time.perf_counter() - start
+    return Run(lists, elapsed, cpu)
 
 
-async def run_tasks(
-    op: Callable[[int], Awaitable[Any]], workers: int, seconds: float
-) -> tuple[Times, float]:
+async def run_tasks(op: Callable[[int], Awaitable[Any]], workers: int, seconds: float) -> Run:
     """``workers`` tasks released together, each awaiting ``op(i)`` until time is up."""
     lists: Times = [[] for _ in range(workers)]
     ready, go = anyio.Event(), anyio.Event()
@@ -98,7 +108,8 @@ async def run_tasks(
         for i in range(workers):
             tg.start_soon(work, i)
         await ready.wait()
+        cpu = time.process_time()
         start = time.perf_counter()
         stop[0] = start + seconds
         go.set()
-    return lists, time.perf_counter() - start
+    return Run(lists, time.perf_counter() - start, time.process_time() - cpu)

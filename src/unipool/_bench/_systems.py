@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from .._connect import connect
 from . import _limits, _natives
@@ -28,7 +28,17 @@ def _unipool_sync(backend: str) -> SyncFactory:
             def fetchval(i: int) -> None:
                 pool.fetchval(SQL)
 
-            yield Ops(query, txn, pool.acquire, fetchval)
+            @contextlib.contextmanager
+            def held(n: int) -> Iterator[Callable[[int], None]]:
+                with contextlib.ExitStack() as stack:
+                    conns = [stack.enter_context(pool.acquire()) for _ in range(n)]
+
+                    def op(i: int) -> None:
+                        conns[i].fetchval(SQL)
+
+                    yield op
+
+            yield Ops(query, txn, pool.acquire, fetchval, held)
 
     return factory
 
@@ -49,7 +59,17 @@ def _unipool_async(backend: str) -> AsyncFactory:
             async def fetchval(i: int) -> None:
                 await pool.afetchval(SQL)
 
-            yield Ops(query, txn, pool.acquire, fetchval)
+            @contextlib.asynccontextmanager
+            async def held(n: int) -> AsyncIterator[Callable[[int], Awaitable[None]]]:
+                async with contextlib.AsyncExitStack() as stack:
+                    conns = [await stack.enter_async_context(pool.acquire()) for _ in range(n)]
+
+                    async def op(i: int) -> None:
+                        await conns[i].fetchval(SQL)
+
+                    yield op
+
+            yield Ops(query, txn, pool.acquire, fetchval, held)
 
     return factory
 

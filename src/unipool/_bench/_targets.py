@@ -15,10 +15,7 @@ from typing import Any, Literal
 from .._demo import format_table
 from ._harness import Cell
 from ._report import Key, Report, wait_ratio
-from ._workloads import MAX_SIZE
-
-BACKENDS = ("psycopg", "asyncpg", "psqlpy")
-RUNTIMES = ("threads", "asyncio", "trio")
+from ._workloads import BACKENDS, CPU_WORKERS, MAX_SIZE, RUNTIMES
 
 
 @dataclass(frozen=True)
@@ -49,12 +46,14 @@ METRICS: dict[str, Callable[[Cell], float]] = {
     "p50 us": lambda c: c.p50_us,
     "p99/p50": wait_ratio,
     "starved": lambda c: c.starved,
+    "cpu us": lambda c: c.cpu_us,
 }
 
 
 @dataclass(frozen=True)
 class Target:
-    """``metric(ref)``, or its ratio to ``metric(over)``, compared with ``bound``.
+    """``metric(ref)``, or its ratio to ``metric(over)`` (``how`` "-": its excess over it),
+    compared with ``bound``.
 
     ``over`` is another row, or ``LIMIT``: the limit of the same driver and c.
     """
@@ -65,16 +64,25 @@ class Target:
     op: Literal[">=", "<="]
     bound: float
     over: Ref | Literal["limit"] | None = None
+    how: Literal["/", "-"] = "/"
 
     @property
     def label(self) -> str:
         """What is measured: ``metric of ref``, or ``ref / over`` naming only what differs."""
         if self.over is None:
             return f"{self.metric} of {self.ref}"
+        prefix = f"{self.metric}: " if self.how == "-" else ""
         if self.over == LIMIT:
-            return f"{self.ref} / limit"
+            return f"{prefix}{self.ref} {self.how} limit"
         mine, other = self.ref.parts, self.over.parts
-        return f"{self.ref} / " + " ".join(o for m, o in zip(mine, other, strict=True) if m != o)
+        differs = " ".join(o for m, o in zip(mine, other, strict=True) if m != o)
+        return f"{prefix}{self.ref} {self.how} {differs}"
+
+
+#: Where a driver has a limit in the runtime itself: there ``held - limit`` is unipool's
+#: connection layer alone (elsewhere it would include the crossing between runtimes).
+SAME_RUNTIME_LIMITS = (("psycopg", "threads"), ("psycopg", "asyncio"), ("asyncpg", "asyncio"),
+                       ("psqlpy", "asyncio"))  # fmt: skip
 
 
 def _u(backend: str, runtime: str, workload: str = "query", workers: int = 50) -> Ref:
@@ -103,6 +111,10 @@ TARGETS: tuple[Target, ...] = (
              _u("psqlpy", "asyncio")) for rt in ("threads", "trio")),
     *(Target("c=1000 / c=50", _u(b, rt, workers=1000), "ops/s", ">=", 0.9, _u(b, rt))
       for b in BACKENDS for rt in ("asyncio", "trio")),
+    *(Target("connection layer's CPU, c=10", _u(b, rt, "held", CPU_WORKERS), "cpu us", "<=",
+             1.5, LIMIT, "-") for b, rt in SAME_RUNTIME_LIMITS),
+    *(Target("a borrow's CPU, c=10", _u(b, rt, workers=CPU_WORKERS), "cpu us", "<=", 3.0,
+             _u(b, rt, "held", CPU_WORKERS), "-") for b in BACKENDS for rt in RUNTIMES),
 )  # fmt: skip
 
 
@@ -110,11 +122,12 @@ def _values(report: Report, t: Target) -> list[float]:
     metric = METRICS[t.metric]
     if t.over is None:
         return [metric(c) for _, c in sorted(report.by_round(t.ref.key).items())]
+    combine = report.differences if t.how == "-" else report.ratios
     if isinstance(t.over, Ref):
-        return report.ratios(t.ref.key, t.over.key, metric)
+        return combine(t.ref.key, t.over.key, metric)
     cells = report.by_round(t.ref.key)
     limit = report.limit_of(next(iter(cells.values()))) if cells else None
-    return report.ratios(t.ref.key, limit, metric) if limit else []
+    return combine(t.ref.key, limit, metric) if limit else []
 
 
 def evaluate(report: Report, targets: tuple[Target, ...] = TARGETS) -> list[dict[str, Any]]:

@@ -5,14 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SQL = "SELECT 1"
+BACKENDS = ("psycopg", "asyncpg", "psqlpy")
+RUNTIMES = ("threads", "asyncio", "trio")
 MAX_SIZE = 10
 HOLD = 0.001  # seconds a 'fair' worker keeps its connection (a client-side sleep)
 THREADS_CAP = 200  # no cell runs more threads than this
 LIMIT_CAP = 50  # a limit opens one connection per worker: at most this many
+CPU_WORKERS = 10  # the client-CPU rows: this many workers on as many connections
 
 #: Workload names (stable: they go into the JSON) and what one operation is.
 NAMES = {
     "acquire": "acquire + release, no query",
+    "held": "SELECT 1 on a unipool connection acquired once for the whole cell",
     "query": "acquire + SELECT 1 + release",
     "fetchval": "the pool's one-call shortcut for SELECT 1",
     "txn": "acquire + BEGIN; SELECT 1; COMMIT + release",
@@ -30,6 +34,7 @@ class Workload:
 FULL_WORKLOADS = (
     Workload("acquire", 1),
     Workload("acquire", 50),
+    Workload("held", CPU_WORKERS),
     *(Workload("query", c) for c in (1, 10, 16, 50, 200, 1000)),
     Workload("query", 50, 20),
     Workload("fetchval", 1),
@@ -40,6 +45,7 @@ FULL_WORKLOADS = (
 #: Every workload a target or the chart reads; see _targets.TARGETS.
 QUICK_WORKLOADS = (
     Workload("acquire", 1),
+    Workload("held", CPU_WORKERS),
     *(Workload("query", c) for c in (10, 16, 50, 1000)),
     Workload("fair", 200),
 )
@@ -52,12 +58,14 @@ def runs(kind: str, runtime: str, w: Workload) -> bool:
     """Whether a system of this kind and runtime runs ``w``.
 
     Limits run only ``query`` and ``txn`` (there is nothing to acquire), up to
-    ``LIMIT_CAP`` workers; threads stop at ``THREADS_CAP``. A workload whose
-    operation a system lacks (``fetchval`` on most native pools) is skipped
-    when the system is open.
+    ``LIMIT_CAP`` workers; only unipool runs ``held``; threads stop at
+    ``THREADS_CAP``. A workload whose operation a system lacks (``fetchval`` on
+    most native pools) is skipped when the system is open.
     """
     if kind == "limit":
         return w.name in ("query", "txn") and w.workers <= LIMIT_CAP and w.size == MAX_SIZE
+    if w.name == "held":
+        return kind == "unipool" and w.workers <= w.size
     return runtime != "threads" or w.workers <= THREADS_CAP
 
 
@@ -77,4 +85,7 @@ NOTES = [
     f"threads stop at c={THREADS_CAP}: no thread system runs c=1000",
     "fair: p50/p99/max are the waits for acquire; 'starved' counts workers that "
     "completed no operation within the cell",
+    "cpu us: the benchmark process's CPU time over the cell (time.process_time(), every "
+    "thread) per operation; held: each worker's unipool connection is acquired before the "
+    "cell and released after it",
 ]
