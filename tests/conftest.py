@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -53,6 +55,19 @@ def dsn(session_server: TempServer | None) -> str:
     if session_server is not None:
         return session_server.dsn(dbname="test")
     return os.environ.get("UNIPOOL_TEST_DSN") or _LOCAL
+
+
+@pytest.fixture
+def sigint() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt in this test, whatever the process inherited (a job
+    a shell starts in the background ignores SIGINT); main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals reach the main thread only")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture

@@ -221,9 +221,7 @@ def test_timeout_zero_and_negative(lt: LoopThread) -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_keyboard_interrupt_cancels_and_waits(lt: LoopThread) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signals reach the main thread only")
+def test_keyboard_interrupt_cancels_and_waits(lt: LoopThread, sigint: None) -> None:
     slow = Slow()
     main = threading.get_ident()
 
@@ -231,14 +229,10 @@ def test_keyboard_interrupt_cancels_and_waits(lt: LoopThread) -> None:
         slow.started.wait(5)
         signal.pthread_kill(main, signal.SIGINT)
 
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        threading.Thread(target=interrupt).start()
-        with pytest.raises(KeyboardInterrupt):
-            lt.call(slow)
-        assert slow.cleaned.is_set()
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    threading.Thread(target=interrupt).start()
+    with pytest.raises(KeyboardInterrupt):
+        lt.call(slow)
+    assert slow.cleaned.is_set()
 
 
 def test_trio_cancellation_cancels_and_waits(lt: LoopThread) -> None:
@@ -290,9 +284,7 @@ def test_trio_already_cancelled_scope(lt: LoopThread) -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_trio_keyboard_interrupt_cancels_and_waits(lt: LoopThread) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signals reach the main thread only")
+def test_trio_keyboard_interrupt_cancels_and_waits(lt: LoopThread, sigint: None) -> None:
     slow = Slow()
     main = threading.get_ident()
 

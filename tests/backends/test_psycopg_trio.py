@@ -415,7 +415,7 @@ def test_connection_context_closes_on_cancel(dsn: str) -> None:
     run(main)
 
 
-def test_keyboard_interrupt_cancels_query(dsn: str) -> None:
+def test_keyboard_interrupt_cancels_query(dsn: str, sigint: None) -> None:
     async def main() -> None:
         async with await TrioConnection.connect(dsn, autocommit=True) as conn:
             timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
