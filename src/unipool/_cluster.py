@@ -44,8 +44,9 @@ from ._stats import PoolStats
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
+    from ._binding import Mode
     from ._core import Slot
-    from ._pool import Mode, Pool
+    from ._pool import Pool
 
 __all__ = ["ROLE_SQL", "ClusterPool", "ClusterStats", "connect_cluster"]
 

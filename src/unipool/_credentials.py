@@ -1,4 +1,5 @@
-"""Credentials that rotate: a ``password`` or ``connect_kwargs`` given as a callable is
+"""What a pool connects with: the parameters built from the DSN and the options, and
+credentials that rotate — a ``password`` or ``connect_kwargs`` given as a callable is
 called for every new connection (IAM tokens, a secrets manager), in the thread or task
 that opens it; a coroutine function is awaited in an async pool."""
 
@@ -9,6 +10,7 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
+from ._dsn import parse_dsn
 from ._errors import ConnectError
 from ._options import PoolOptions
 from .backends.base import ConnectParams
@@ -93,3 +95,38 @@ def _failed(option: str, value: Any, exc: Exception) -> ConnectError:
 
 def _name(value: Any) -> str:
     return getattr(value, "__qualname__", None) or type(value).__name__
+
+
+def connect_params(dsn: str | None, options: PoolOptions, extra: dict[str, Any]) -> ConnectParams:
+    """What a pool connects with: the DSN, the options' driver arguments (``extra``, from
+    ``set_connect_args()``, over them) and the secrets no message may show."""
+    secrets: tuple[str, ...] = ()
+    try:
+        password = parse_dsn(dsn).password
+        secrets = (password,) if password else ()
+    except ValueError:
+        pass
+    static = dict(options.connect_kwargs) if isinstance(options.connect_kwargs, Mapping) else {}
+    if isinstance(options.password, str):
+        static["password"] = options.password
+    kwargs = {**static, **extra}
+    if kwargs.get("password"):
+        secrets += (str(kwargs["password"]),)
+    return ConnectParams(
+        dsn=dsn,
+        connect_timeout=options.connect_timeout,
+        command_timeout=options.command_timeout,
+        kwargs=kwargs,
+        secrets=secrets,
+        factory=options.connect,
+        pgbouncer=options.pgbouncer,
+    )
+
+
+def wants_writable(dsn: str | None) -> bool:
+    """Whether the DSN asks for a server that takes writes (``target_session_attrs``)."""
+    try:
+        attrs = parse_dsn(dsn).params.get("target_session_attrs")
+    except ValueError:
+        return False
+    return attrs in ("read-write", "primary")

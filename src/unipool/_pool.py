@@ -7,33 +7,29 @@ use opens it lazily in the mode of that use.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
-import weakref
-from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
-import sniffio
 from anyio.abc import TaskGroup
 
+from ._binding import Mode, async_misuse, current_loop, in_event_loop, on_loop
 from ._connection import AsyncConnection, Connection
 from ._contexts import AcquireContext, PoolTransaction
 from ._core import CoreConfig, PoolCore
-from ._dsn import parse_dsn, redact_dsn
+from ._credentials import connect_params, wants_writable
+from ._dsn import redact_dsn
 from ._errors import PoolClosed, UsageError
 from ._facades.async_ import AsyncFace
 from ._facades.blocking import BlockingFace
+from ._fork import track
 from ._listeners import Listeners
 from ._options import PoolOptions
 from ._shortcuts import Shortcuts
 from ._stats import PoolStats
-from .backends.base import Backend, ConnectParams
+from .backends.base import Backend
 
-Mode = Literal["sync", "asyncio", "trio"]
-_open_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
-_get_running_loop = asyncio._get_running_loop
 _CLOSE_TIMEOUT = 5.0
 
 
@@ -58,7 +54,7 @@ class Pool(Shortcuts):
         self._options = options
         #: the option names the user passed; None: all (no backend defaults apply)
         self._given = given
-        self._params = _connect_params(dsn, options, {})
+        self._params = connect_params(dsn, options, {})
         self._config = self._core_config()
         self._listeners = Listeners(self, options.listeners)
         self._mode: Mode | None = None
@@ -111,7 +107,7 @@ class Pool(Shortcuts):
             reconnect_timeout=o.reconnect_timeout,
             leak_timeout=o.leak_timeout,
             name=o.name,
-            writable=_wants_writable(self._dsn),
+            writable=wants_writable(self._dsn),
             reset_hook=o.reset is not None,
         )
 
@@ -143,46 +139,20 @@ class Pool(Shortcuts):
 
     def _async(self) -> AsyncFace:
         face = self._face
-        if face.__class__ is AsyncFace and self._on_my_loop():
+        if face.__class__ is AsyncFace and on_loop(self._mode, self._loop):
             return face
-        raise self._async_misuse()
+        raise async_misuse(self.name, self._closed, self._mode)
 
-    def _on_my_loop(self) -> bool:
-        if self._mode == "asyncio":
-            return _get_running_loop() is self._loop
-        try:
-            import trio
-
-            return trio.lowlevel.current_trio_token() is self._loop
-        except RuntimeError:
-            return False
-
-    def _async_misuse(self) -> Exception:
-        if self._closed:
-            return PoolClosed(f"pool {self.name!r} is closed; create a new one")
-        if self._mode == "sync":
-            return UsageError(
-                f"pool {self.name!r} was opened for blocking use; use 'with pool.acquire()' "
-                "and the methods without the a- prefix, or a separate pool"
-            )
-        return UsageError(
-            f"pool {self.name!r} is bound to another event loop ({self._mode}); "
-            "create one pool per event loop"
-        )
-
-    @staticmethod
-    def _current_loop() -> tuple[Literal["asyncio", "trio"], object]:
-        try:
-            library = sniffio.current_async_library()
-        except sniffio.AsyncLibraryNotFoundError:
-            raise UsageError("no running event loop: use the blocking API") from None
-        if library == "asyncio":
-            return "asyncio", asyncio.get_running_loop()
-        if library == "trio":
-            import trio
-
-            return "trio", trio.lowlevel.current_trio_token()
-        raise UsageError(f"unsupported async library {library!r}: use asyncio or trio")
+    def _forget_connections(self, devnull: int) -> None:
+        """In a forked child: point the inherited sockets at ``devnull``; reopen lazily."""
+        core = self._core
+        for slot in core.iter_slots() if core is not None else ():
+            fileno = getattr(slot.conn, "fileno", None)
+            fd = fileno() if fileno is not None else None
+            if fd is not None:
+                os.dup2(devnull, fd)
+        self._face = self._core = self._mode = self._loop = None
+        self._task_group_cm = None
 
     # -- blocking lifecycle ------------------------------------------------
 
@@ -205,11 +175,11 @@ class Pool(Shortcuts):
             raise PoolClosed(f"pool {self.name!r} is closed; create a new one")
         if self._mode is not None:
             raise (
-                self._async_misuse()
+                async_misuse(self.name, self._closed, self._mode)
                 if self._mode == "sync"
                 else UsageError(f"pool {self.name!r} is open for async use ({self._mode})")
             )
-        if _get_running_loop() is not None or sniffio.thread_local.name is not None:
+        if in_event_loop():
             raise UsageError(
                 "blocking pool use inside a running event loop would block it: "
                 "use 'async with pool' and the a-prefixed methods"
@@ -218,7 +188,7 @@ class Pool(Shortcuts):
             self._new_core(), self._backend, self._params, self._options, self._listeners
         )
         self._face, self._mode = face, "sync"
-        _open_pools.add(self)
+        track(self)
         try:
             face.open(wait, self._options.acquire_timeout if timeout is None else timeout)
         except BaseException:
@@ -284,14 +254,14 @@ class Pool(Shortcuts):
             return
         if self._closed:
             raise PoolClosed(f"pool {self.name!r} is closed; create a new one")
-        mode, loop = self._current_loop()
+        mode, loop = current_loop()
         clock = loop.time if mode == "asyncio" else _trio_clock()  # type: ignore[attr-defined]
         face = AsyncFace(
             self._new_core(), self._backend, self._params, self._options, self._listeners,
             runtime=mode, clock=clock,
         )  # fmt: skip
         self._face, self._mode, self._loop = face, mode, loop
-        _open_pools.add(self)
+        track(self)
         try:
             await face.open(
                 wait, self._options.acquire_timeout if timeout is None else timeout, task_group
@@ -385,8 +355,8 @@ class Pool(Shortcuts):
         """
         if dsn is not None:
             self._dsn = dsn
-        self._params = _connect_params(self._dsn, self._options, connect_kwargs)
-        writable = _wants_writable(self._dsn)
+        self._params = connect_params(self._dsn, self._options, connect_kwargs)
+        writable = wants_writable(self._dsn)
         if self._face is not None:
             self._face.set_params(self._params, writable)
         else:
@@ -524,12 +494,12 @@ class Pool(Shortcuts):
 
     async def _aface(self) -> AsyncFace:
         face = self._face
-        if face.__class__ is AsyncFace and self._on_my_loop():
+        if face.__class__ is AsyncFace and on_loop(self._mode, self._loop):
             return face
         if face is None and not self._closed:
             await self.aopen(wait=False)
             return self._face  # type: ignore[return-value]
-        raise self._async_misuse()
+        raise async_misuse(self.name, self._closed, self._mode)
 
     async def agetconn(self, timeout: float | None = None) -> AsyncConnection:
         """A connection, to give back with :meth:`arelease`.
@@ -545,7 +515,7 @@ class Pool(Shortcuts):
             UsageError: the pool is in blocking use or bound to another loop.
         """
         face = self._face
-        if face.__class__ is not AsyncFace or not self._on_my_loop():  # not yet open, or misuse
+        if face.__class__ is not AsyncFace or not on_loop(self._mode, self._loop):
             face = await self._aface()
         return await face.getconn(self._options.acquire_timeout if timeout is None else timeout)
 
@@ -580,66 +550,6 @@ class Pool(Shortcuts):
     async def aexpire_connections(self) -> None:
         """Replace every connection: idle ones now, borrowed ones when they come back."""
         await (await self._aface()).expire()
-
-
-def _forget_inherited_connections() -> None:
-    """In a child process: never touch the parent's connections; reopen lazily.
-
-    Each inherited socket is pointed at /dev/null in this process, so that
-    whatever a driver sends when its connection object goes away (psycopg
-    says goodbye to the server) cannot end the parent's session.
-    """
-    devnull = os.open(os.devnull, os.O_RDWR)
-    try:
-        for pool in list(_open_pools):
-            core = pool._core
-            for slot in core.iter_slots() if core is not None else ():
-                fileno = getattr(slot.conn, "fileno", None)
-                fd = fileno() if fileno is not None else None
-                if fd is not None:
-                    os.dup2(devnull, fd)
-            pool._face = pool._core = pool._mode = pool._loop = None
-            pool._task_group_cm = None
-    finally:
-        os.close(devnull)
-    _open_pools.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_inherited_connections)
-
-
-def _connect_params(dsn: str | None, options: PoolOptions, extra: dict[str, Any]) -> ConnectParams:
-    secrets: tuple[str, ...] = ()
-    try:
-        password = parse_dsn(dsn).password
-        secrets = (password,) if password else ()
-    except ValueError:
-        pass
-    static = dict(options.connect_kwargs) if isinstance(options.connect_kwargs, Mapping) else {}
-    if isinstance(options.password, str):
-        static["password"] = options.password
-    kwargs = {**static, **extra}
-    if kwargs.get("password"):
-        secrets += (str(kwargs["password"]),)
-    return ConnectParams(
-        dsn=dsn,
-        connect_timeout=options.connect_timeout,
-        command_timeout=options.command_timeout,
-        kwargs=kwargs,
-        secrets=secrets,
-        factory=options.connect,
-        pgbouncer=options.pgbouncer,
-    )
-
-
-def _wants_writable(dsn: str | None) -> bool:
-    """Whether the DSN asks for a server that takes writes (``target_session_attrs``)."""
-    try:
-        attrs = parse_dsn(dsn).params.get("target_session_attrs")
-    except ValueError:
-        return False
-    return attrs in ("read-write", "primary")
 
 
 def _trio_clock() -> Any:

@@ -1,0 +1,64 @@
+"""Which world a pool is bound to: the running event loop, and what to say when a pool
+is used from another one (or from blocking code)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+import sniffio
+
+from ._errors import PoolClosed, UsageError
+
+Mode = Literal["sync", "asyncio", "trio"]
+_get_running_loop = asyncio._get_running_loop
+
+
+def current_loop() -> tuple[Literal["asyncio", "trio"], object]:
+    """The running async library and its loop (an asyncio loop, or a trio token).
+
+    Raises:
+        UsageError: no event loop runs here, or one unipool does not serve.
+    """
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        raise UsageError("no running event loop: use the blocking API") from None
+    if library == "asyncio":
+        return "asyncio", asyncio.get_running_loop()
+    if library == "trio":
+        import trio
+
+        return "trio", trio.lowlevel.current_trio_token()
+    raise UsageError(f"unsupported async library {library!r}: use asyncio or trio")
+
+
+def on_loop(mode: Mode | None, loop: object) -> bool:
+    """Whether the running event loop is ``loop`` (of ``mode``)."""
+    if mode == "asyncio":
+        return _get_running_loop() is loop
+    try:
+        import trio
+
+        return trio.lowlevel.current_trio_token() is loop
+    except RuntimeError:
+        return False
+
+
+def in_event_loop() -> bool:
+    """Whether an event loop runs in this thread (a blocking call would block it)."""
+    return _get_running_loop() is not None or sniffio.thread_local.name is not None
+
+
+def async_misuse(name: str, closed: bool, mode: Mode | None) -> Exception:
+    """The error for async use of pool ``name`` where it cannot serve it."""
+    if closed:
+        return PoolClosed(f"pool {name!r} is closed; create a new one")
+    if mode == "sync":
+        return UsageError(
+            f"pool {name!r} was opened for blocking use; use 'with pool.acquire()' "
+            "and the methods without the a- prefix, or a separate pool"
+        )
+    return UsageError(
+        f"pool {name!r} is bound to another event loop ({mode}); create one pool per event loop"
+    )
