@@ -19,7 +19,7 @@ import pytest
 
 import unipool
 from tests._cluster import Cluster, missing_tools
-from tests._modes import _entered, in_thread
+from tests._modes import _entered, in_thread, open_pool
 from unipool._cluster import VERDICT_TTL
 from unipool._dsn import parse_dsn
 
@@ -340,3 +340,33 @@ def _client_backends(cluster: Cluster, port: int) -> int:
     )
     count: int = cluster.query(server, sql)  # type: ignore[assignment]
     return count
+
+
+async def test_a_plain_pool_follows_the_primary(cluster: Cluster, mode: str, backend: str) -> None:
+    """The failover of a plain pool (``target_session_attrs=read-write``, no ClusterPool) on
+    the real cluster: the standby is promoted and the old primary comes back as a standby;
+    writes fail at most once per connection, then every one lands on the new primary."""
+    size = 3
+    dsn = cluster.dsn(target_session_attrs="read-write")
+    async with open_pool(mode, dsn, backend, min_size=size, max_size=size) as pool:
+        old = cluster.primary.port
+        assert await pool.fetchval(WRITE) == old
+        await in_thread(cluster.promote)
+        promoted = time.monotonic()
+        new = cluster.primary.port
+        await in_thread(cluster.rejoin)  # the old primary stops, then follows the new one
+        failed = 0
+        with anyio.fail_after(20):
+            while True:
+                try:
+                    port = await pool.fetchval(WRITE)
+                except unipool.Error:
+                    failed += 1
+                    continue
+                if port == new:
+                    break
+        report("plain pool failover", backend, mode, failed_writes=failed,
+               first_write_on_new_after_promote=time.monotonic() - promoted)  # fmt: skip
+        assert failed <= size
+        for _ in range(5):
+            assert await pool.fetchval(WRITE) == new
