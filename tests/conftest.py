@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -21,7 +22,8 @@ import psycopg
 import pytest
 
 from tests._modes import MODES, ModePool, open_pool
-from unipool.testing import TempServer
+from unipool._pgbin import supports_ssl
+from unipool.testing import ServerBinariesNotFound, TempServer, find_pg_bindir
 
 BACKENDS = ("psycopg", "asyncpg", "psqlpy")
 _DRIVERS = {"psycopg": "psycopg", "asyncpg": "asyncpg", "psqlpy": "psqlpy"}
@@ -55,6 +57,19 @@ def dsn(session_server: TempServer | None) -> str:
     if session_server is not None:
         return session_server.dsn(dbname="test")
     return os.environ.get("UNIPOOL_TEST_DSN") or _LOCAL
+
+
+def no_tls_server() -> str | None:
+    """Why a throwaway server cannot serve TLS here, if it cannot."""
+    if shutil.which("openssl") is None:
+        return "the openssl command is needed to make certificates"
+    try:
+        bindir = find_pg_bindir()
+    except ServerBinariesNotFound as exc:
+        return str(exc)
+    if not supports_ssl(bindir):
+        return f"the PostgreSQL server in {bindir} is built without TLS"
+    return None
 
 
 @pytest.fixture

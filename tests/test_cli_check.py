@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import no_tls_server
 from unipool import _check
 from unipool.__main__ import main
 from unipool._dsn import parse_dsn
@@ -24,8 +24,8 @@ WRONG = "wr0ng-Pa55"
 
 @pytest.fixture(scope="module")
 def guarded() -> Iterator[TempServer]:
-    """A throwaway server that wants a password, and serves TLS when openssl is there."""
-    with TempServer(password=SECRET, ssl=shutil.which("openssl") is not None) as server:
+    """A throwaway server that wants a password, and serves TLS where it can."""
+    with TempServer(password=SECRET, ssl=no_tls_server() is None) as server:
         yield server
 
 

@@ -17,6 +17,7 @@ import pytest
 
 import unipool
 from tests._modes import in_thread, open_pool
+from tests.conftest import no_tls_server
 from unipool._dsn import parse_dsn
 from unipool.testing import CertificateAuthority, TempServer
 
@@ -25,8 +26,9 @@ ENCRYPTED = "select ssl from pg_stat_ssl where pid = pg_backend_pid()"
 
 @pytest.fixture(scope="module")
 def tls_server() -> Iterator[TempServer]:
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to make certificates")
+    why = no_tls_server()
+    if why is not None:
+        pytest.skip(why)
     with TempServer(ssl=True) as server:
         yield server
 

