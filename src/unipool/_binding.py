@@ -1,10 +1,12 @@
-"""Which world a pool is bound to: the running event loop, and what to say when a pool
-is used from another one (or from blocking code)."""
+"""Which world a pool is bound to: the running event loop, what to say when a pool is
+used from another one (or from blocking code), and ``async with`` for whatever opens
+with a task group of its own (a pool, a cluster of pools)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
+from types import TracebackType
+from typing import Any, Literal, TypeVar
 
 import sniffio
 
@@ -62,3 +64,49 @@ def async_misuse(name: str, closed: bool, mode: Mode | None) -> Exception:
     return UsageError(
         f"pool {name!r} is bound to another event loop ({mode}); create one pool per event loop"
     )
+
+
+_T = TypeVar("_T", bound="OwnsTaskGroup")
+
+
+class OwnsTaskGroup:
+    """``async with x:`` opens a task group for ``x``'s background work, ``aopen()`` s it
+    there, and on leaving ``aclose()`` s it, then ends the task group."""
+
+    _task_group_cm: Any = None
+
+    async def aopen(
+        self, wait: bool = True, timeout: float | None = None, task_group: Any = None
+    ) -> None:
+        raise NotImplementedError
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self: _T) -> _T:
+        import anyio
+
+        cm = anyio.create_task_group()
+        task_group = await cm.__aenter__()
+        try:
+            await self.aopen(task_group=task_group)
+        except BaseException as exc:
+            task_group.cancel_scope.cancel()
+            await cm.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._task_group_cm = cm
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        cm, self._task_group_cm = self._task_group_cm, None
+        try:
+            await self.aclose()
+        finally:
+            if cm is not None:
+                cm.cancel_scope.cancel()
+                await cm.__aexit__(None, None, None)

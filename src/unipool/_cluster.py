@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._cluster_contexts import ReadAcquire, ReadTransaction
+from ._binding import OwnsTaskGroup
+from ._cluster_contexts import ReadAcquire
 from ._cluster_shortcuts import ReadShortcuts
 from ._connect import connect
 from ._connection import AsyncConnection, Connection
@@ -152,7 +153,7 @@ def _no_server(exc: BaseException) -> bool:
     return isinstance(exc, ConnectError) or isinstance(exc.__cause__, ConnectError)
 
 
-class ClusterPool(ReadShortcuts):
+class ClusterPool(ReadShortcuts, OwnsTaskGroup):
     """A primary pool and a standby pool under one name; see :func:`connect_cluster`.
 
     The whole :class:`Pool` API, on the primary; ``readonly=True`` on ``acquire``,
@@ -171,7 +172,6 @@ class ClusterPool(ReadShortcuts):
         self._standby_off_until = 0.0
         self._reads = self._on_primary = self._lagging = self._not_standby = 0
         self._counting = threading.Lock()  # the counters, for blocking use from threads
-        self._task_group_cm: Any = None
 
     # -- identity ----------------------------------------------------------------------
 
@@ -321,34 +321,6 @@ class ClusterPool(ReadShortcuts):
         finally:
             await self.primary.aclose(timeout)
 
-    async def __aenter__(self) -> ClusterPool:
-        import anyio
-
-        cm = anyio.create_task_group()
-        task_group = await cm.__aenter__()
-        try:
-            await self.aopen(task_group=task_group)
-        except BaseException as exc:
-            task_group.cancel_scope.cancel()
-            await cm.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        self._task_group_cm = cm
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        cm, self._task_group_cm = self._task_group_cm, None
-        try:
-            await self.aclose()
-        finally:
-            if cm is not None:
-                cm.cancel_scope.cancel()
-                await cm.__aexit__(None, None, None)
-
     # -- routing -----------------------------------------------------------------------
 
     def _verdict(self, conn: Connection | AsyncConnection) -> tuple[bool, float | None] | None:
@@ -488,11 +460,11 @@ class ClusterPool(ReadShortcuts):
 
     def transaction(
         self, isolation: str | None = None, readonly: bool = False, deferrable: bool = False
-    ) -> PoolTransaction | ReadTransaction:
+    ) -> PoolTransaction:
         """Acquire and open a transaction, as ``with`` or ``async with``; a ``readonly``
         one runs where reads go (a standby in bounds, else the primary)."""
         if readonly:
-            return ReadTransaction(self, isolation, deferrable)
+            return PoolTransaction(ReadAcquire(self, None), isolation, True, deferrable)
         return self.primary.transaction(isolation, False, deferrable)
 
     def getconn(self, timeout: float | None = None, readonly: bool = False) -> Connection:

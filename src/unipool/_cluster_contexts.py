@@ -1,5 +1,5 @@
-"""The context managers a cluster hands out for reading, each usable with ``with`` or
-``async with``."""
+"""The context manager a cluster hands out for reading, usable with ``with``, ``async
+with`` or ``await`` (its read-only transaction is a :class:`PoolTransaction` over it)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._connection import AsyncConnection, AsyncTransaction, Connection, Transaction
+from ._connection import AsyncConnection, Connection
 
 if TYPE_CHECKING:
     from ._cluster import ClusterPool
@@ -58,57 +58,3 @@ class ReadAcquire:
 
     def __await__(self) -> Generator[Any, None, AsyncConnection]:
         return self._cluster.agetconn(self._timeout, readonly=True).__await__()
-
-
-class ReadTransaction:
-    """``cluster.transaction(readonly=True)``: a read-only transaction where reads go."""
-
-    __slots__ = ("_acquire", "_args", "_async_tx", "_tx")
-
-    def __init__(self, cluster: ClusterPool, isolation: str | None, deferrable: bool) -> None:
-        self._acquire = ReadAcquire(cluster, None)
-        self._args = (isolation, True, deferrable)
-        self._tx: Transaction | None = None
-        self._async_tx: AsyncTransaction | None = None
-
-    def __enter__(self) -> Connection:
-        conn = self._acquire.__enter__()
-        try:
-            self._tx = conn.transaction(*self._args)
-            return self._tx.__enter__()
-        except BaseException as exc:
-            self._acquire.__exit__(type(exc), exc, exc.__traceback__)
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            assert self._tx is not None
-            self._tx.__exit__(exc_type, exc, tb)
-        finally:
-            self._acquire.__exit__(exc_type, exc, tb)
-
-    async def __aenter__(self) -> AsyncConnection:
-        conn = await self._acquire.__aenter__()
-        try:
-            self._async_tx = conn.transaction(*self._args)
-            return await self._async_tx.__aenter__()
-        except BaseException as exc:
-            await self._acquire.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            assert self._async_tx is not None
-            await self._async_tx.__aexit__(exc_type, exc, tb)
-        finally:
-            await self._acquire.__aexit__(exc_type, exc, tb)

@@ -60,12 +60,15 @@ class AcquireContext:
 
 
 class PoolTransaction:
-    """``pool.transaction()``: acquire, open a transaction, commit or roll back, release."""
+    """``pool.transaction()``: acquire (with ``acquire``, an :class:`AcquireContext` or one
+    like it), open a transaction, commit or roll back, release."""
 
     __slots__ = ("_acquire", "_args", "_async_tx", "_tx")
 
-    def __init__(self, pool: Pool, isolation: str | None, readonly: bool, deferrable: bool) -> None:
-        self._acquire = AcquireContext(pool, None)
+    def __init__(
+        self, acquire: Any, isolation: str | None, readonly: bool, deferrable: bool
+    ) -> None:
+        self._acquire = acquire
         self._args = (isolation, readonly, deferrable)
         self._tx: Transaction | None = None
         self._async_tx: AsyncTransaction | None = None

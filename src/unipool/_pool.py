@@ -14,7 +14,7 @@ from typing import Any
 
 from anyio.abc import TaskGroup
 
-from ._binding import Mode, async_misuse, current_loop, in_event_loop, on_loop
+from ._binding import Mode, OwnsTaskGroup, async_misuse, current_loop, in_event_loop, on_loop
 from ._connection import AsyncConnection, Connection
 from ._contexts import AcquireContext, PoolTransaction
 from ._core import CoreConfig, PoolCore
@@ -33,7 +33,7 @@ from .backends.base import Backend
 _CLOSE_TIMEOUT = 5.0
 
 
-class Pool(Shortcuts):
+class Pool(Shortcuts, OwnsTaskGroup):
     """A PostgreSQL connection pool, made by :func:`unipool.connect` (not directly).
 
     One object, two faces: the methods without a prefix are for blocking code, those
@@ -62,7 +62,6 @@ class Pool(Shortcuts):
         self._face: BlockingFace | AsyncFace | None = None
         self._core: PoolCore | None = None
         self._closed = False
-        self._task_group_cm: Any = None
 
     # -- identity ----------------------------------------------------------
 
@@ -290,34 +289,6 @@ class Pool(Shortcuts):
         self._closed = True
         await face.close(timeout)
 
-    async def __aenter__(self) -> Pool:
-        import anyio
-
-        cm = anyio.create_task_group()
-        task_group = await cm.__aenter__()
-        try:
-            await self.aopen(task_group=task_group)
-        except BaseException as exc:
-            task_group.cancel_scope.cancel()
-            await cm.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        self._task_group_cm = cm
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        cm, self._task_group_cm = self._task_group_cm, None
-        try:
-            await self.aclose()
-        finally:
-            if cm is not None:
-                cm.cancel_scope.cancel()
-                await cm.__aexit__(None, None, None)
-
     # -- either mode -------------------------------------------------------
 
     def terminate(self) -> None:
@@ -440,7 +411,7 @@ class Pool(Shortcuts):
             A :class:`PoolTransaction`: the block gets the connection; it commits on
             success, rolls back on an error, and gives the connection back.
         """
-        return PoolTransaction(self, isolation, readonly, deferrable)
+        return PoolTransaction(AcquireContext(self, None), isolation, readonly, deferrable)
 
     def getconn(self, timeout: float | None = None) -> Connection:
         """A connection, to give back with :meth:`release`.
