@@ -77,16 +77,20 @@ async def test_state_set_by_a_second_statement_never_leaks(
 
 
 async def test_a_transaction_opened_through_raw_never_leaks(
-    make_pool: PoolFactory, mode: str
+    make_pool: PoolFactory, mode: str, backend: str
 ) -> None:
     """What is done through ``conn.raw`` is unknown to the pool: the reset rolls back a
-    transaction it may have left open (on asyncio, where every driver's raw is awaitable
-    on the test's own loop)."""
-    if mode != "asyncio":
-        pytest.skip("each driver's own connection is reached differently in each mode")
+    transaction it may have left open. Wherever the test can use the driver's own
+    connection: every backend on asyncio, psycopg everywhere (docs/raw.md)."""
+    if mode != "asyncio" and backend != "psycopg":
+        pytest.skip(f"{backend}'s own connection lives on another loop in {mode} mode")
     async with make_pool(max_size=1, check=None) as pool:
         async with pool.acquire() as conn:
-            await conn.conn.raw.execute("BEGIN")
+            raw = conn.conn.raw
+            if mode == "sync":
+                await in_thread(raw.execute, "BEGIN")  # a psycopg.Connection
+            else:
+                await raw.execute("BEGIN")
             await conn.fetchval("select txid_current()")
         assert await pool.fetchval("select txid_current_if_assigned()") is None
         async with pool.acquire() as conn:
