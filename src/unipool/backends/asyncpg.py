@@ -106,6 +106,25 @@ def _poller(raw: asyncpg.Connection) -> select.poll | None:
     return poller
 
 
+#: How long a cancel request asyncpg sent may run on after its connection is dropped.
+CANCEL_REQUEST_BOUND = 5.0
+
+
+def _spare_cancel_requests(raw: asyncpg.Connection) -> None:
+    """Take asyncpg's cancel requests in flight out of its hands before the connection is
+    dropped (private API: ``_cancellations``), and cancel them only past
+    `CANCEL_REQUEST_BOUND`: they reach the server, so no query is left running there,
+    and none is cancelled while it opens its socket (asyncpg would then log a
+    never-retrieved ``ConnectionError``)."""
+    pending = getattr(raw, "_cancellations", None)
+    if not pending:
+        return
+    for task in pending:
+        if not task.done():
+            task.get_loop().call_later(CANCEL_REQUEST_BOUND, task.cancel)
+    pending.clear()
+
+
 class AsyncpgConn:
     """An asyncpg connection behind the uniform interface (on its own loop)."""
 
@@ -242,6 +261,7 @@ class AsyncpgConn:
         await self.raw.close(timeout=5)
 
     def terminate(self) -> None:
+        _spare_cancel_requests(self.raw)
         try:
             self.raw.terminate()
         except RuntimeError:  # its event loop is closed: close the socket here (private API)

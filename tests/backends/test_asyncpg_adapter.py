@@ -1,0 +1,45 @@
+"""The asyncpg adapter: what it does around asyncpg's own handling of cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import pytest
+from tests.conftest import Admin
+
+from unipool.backends.base import POOL_CALL, ConnectParams
+
+pytest.importorskip("asyncpg")
+
+from unipool.backends import asyncpg as adapter
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_connection_cut_after_a_cancelled_pool_call_still_cancels_its_query(
+    dsn: str, admin: Admin
+) -> None:
+    """The pool's own call is cancelled and its connection dropped at once: the cancel
+    request asyncpg started still reaches the server, so the query ends there in well
+    under its 5 s (no client check is set to end it otherwise)."""
+    params = ConnectParams(
+        dsn, kwargs={"server_settings": {"client_connection_check_interval": None}}
+    )
+    conn = await adapter.BACKEND.connect_async(params, "asyncio")
+    pid = await conn.fetchval("select pg_backend_pid()", (), 0)
+    token = POOL_CALL.set(True)
+    try:
+        call = asyncio.ensure_future(conn.fetchval("select pg_sleep(5)", (), 0))
+        await asyncio.sleep(0.2)  # the query runs on the server
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+    finally:
+        POOL_CALL.reset(token)
+    start = time.monotonic()
+    conn.terminate()
+    while admin.value("select count(*) from pg_stat_activity where pid = %s", pid):
+        assert time.monotonic() - start < 2.0, "the query runs on after its connection's cut"
+        await asyncio.sleep(0.02)
+    print(f"session gone {time.monotonic() - start:.3f} s after the cut")
