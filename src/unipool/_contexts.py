@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 from ._connection import AsyncConnection, AsyncTransaction, Connection, Transaction
 
 if TYPE_CHECKING:
+    from ._facades.async_ import AsyncFace
+    from ._facades.blocking import BlockingFace
     from ._pool import Pool
 
 
@@ -38,11 +40,19 @@ class AcquireContext:
         tb: TracebackType | None,
     ) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
+        if conn is None:
+            return
+        face: BlockingFace = conn._face
+        if conn._face is self._pool._face:  # the face that lent it, still the pool's: straight back
+            face.release(conn, exc)
+        else:
             self._pool._release(conn, exc)
 
     async def __aenter__(self) -> AsyncConnection:
-        self._async_conn = await self._pool.agetconn(self._timeout)
+        pool = self._pool  # what agetconn does, without its own coroutine in between
+        face = pool._serving() or await pool._aface()
+        timeout = pool._options.acquire_timeout if self._timeout is None else self._timeout
+        self._async_conn = await face.getconn(timeout)
         return self._async_conn
 
     async def __aexit__(
@@ -52,7 +62,12 @@ class AcquireContext:
         tb: TracebackType | None,
     ) -> None:
         conn, self._async_conn = self._async_conn, None
-        if conn is not None:
+        if conn is None:
+            return
+        face: AsyncFace = conn._face
+        if conn._face is self._pool._face:  # the face that lent it, on this loop (the same block)
+            await face.release(conn, exc)
+        else:
             await self._pool._arelease(conn, exc)
 
     def __await__(self) -> Generator[Any, None, AsyncConnection]:

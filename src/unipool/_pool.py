@@ -136,9 +136,16 @@ class Pool(Shortcuts, OwnsTaskGroup):
         self.open(wait=False)
         return self._face  # type: ignore[return-value]
 
-    def _async(self) -> AsyncFace:
+    def _serving(self) -> AsyncFace | None:
+        """The async face, if it serves the running event loop."""
         face = self._face
         if face.__class__ is AsyncFace and on_loop(self._mode, self._loop):
+            return face
+        return None
+
+    def _async(self) -> AsyncFace:
+        face = self._serving()
+        if face is not None:
             return face
         raise async_misuse(self.name, self._closed, self._mode)
 
@@ -464,10 +471,10 @@ class Pool(Shortcuts, OwnsTaskGroup):
     # -- async API ---------------------------------------------------------
 
     async def _aface(self) -> AsyncFace:
-        face = self._face
-        if face.__class__ is AsyncFace and on_loop(self._mode, self._loop):
+        face = self._serving()
+        if face is not None:
             return face
-        if face is None and not self._closed:
+        if self._face is None and not self._closed:
             await self.aopen(wait=False)
             return self._face  # type: ignore[return-value]
         raise async_misuse(self.name, self._closed, self._mode)
@@ -485,9 +492,7 @@ class Pool(Shortcuts, OwnsTaskGroup):
             TooManyWaiters: the queue is full.
             UsageError: the pool is in blocking use or bound to another loop.
         """
-        face = self._face
-        if face.__class__ is not AsyncFace or not on_loop(self._mode, self._loop):
-            face = await self._aface()
+        face = self._serving() or await self._aface()
         return await face.getconn(self._options.acquire_timeout if timeout is None else timeout)
 
     async def arelease(self, conn: AsyncConnection) -> None:
