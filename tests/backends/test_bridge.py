@@ -183,6 +183,35 @@ def test_many_trio_tasks(lt: LoopThread) -> None:
     assert sorted(results) == [(n, i) for n in range(100) for i in range(50)]
 
 
+def test_calls_handed_over_together_wake_the_loop_once(lt: LoopThread) -> None:
+    """100 trio tasks hand a call over in one go: the loop thread is woken (a write to its
+    self-pipe) once per batch, not once per call, and every task gets its own result."""
+    loop = lt.loop
+    wakeups = 0
+    real = loop.call_soon_threadsafe
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal wakeups
+        wakeups += 1
+        return real(*args, **kwargs)
+
+    loop.call_soon_threadsafe = counting  # type: ignore[method-assign,assignment]
+    results: list[tuple[Any, ...]] = []
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for n in range(100):
+                nursery.start_soon(_collect, results, lt.acall(echo, n))
+
+    trio.run(main)
+    assert sorted(results) == [(n,) for n in range(100)]
+    assert wakeups < 50, wakeups
+
+
+async def _collect(results: list[Any], call: Awaitable[Any]) -> None:
+    results.append(await call)
+
+
 # giving up: timeout, KeyboardInterrupt, trio cancellation
 
 

@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
@@ -139,14 +140,11 @@ class _TrioJob(_Job[T]):
 
         super().__init__(fn, args)
         self.trio_task = trio.lowlevel.current_task()
-        self.token = trio.lowlevel.current_trio_token()
+        self.token = _TrioWakes.of_this_run()
         self.raise_cancel: Callable[[], Any] | None = None
 
     def done(self, task: asyncio.Future[T] | None) -> None:
-        try:
-            self.token.run_sync_soon(self.wake)
-        except RuntimeError:  # trio.RunFinishedError: nobody left to wake
-            pass
+        self.token.add(self)
 
     def wake(self) -> None:
         import outcome
@@ -171,6 +169,55 @@ class _TrioJob(_Job[T]):
         return trio.lowlevel.Abort.FAILED
 
 
+class _TrioWakes:
+    """The trio tasks of one trio run to wake, handed over from the loop thread in
+    batches: one ``run_sync_soon`` (a write to trio's wake-up socket) while a batch is
+    pending, not one per finished job."""
+
+    __slots__ = ("_jobs", "_pending", "_token")
+
+    def __init__(self, token: trio.lowlevel.TrioToken) -> None:
+        self._token = token
+        self._jobs: deque[_TrioJob[Any]] = deque()
+        self._pending = False
+
+    @staticmethod
+    def of_this_run() -> _TrioWakes:
+        """This trio run's (made on first use)."""
+        import trio
+
+        global _trio_wakes
+        if _trio_wakes is None:
+            _trio_wakes = trio.lowlevel.RunVar("unipool_bridge_wakes")
+        try:
+            wakes: _TrioWakes = _trio_wakes.get()
+        except LookupError:
+            wakes = _TrioWakes(trio.lowlevel.current_trio_token())
+            _trio_wakes.set(wakes)
+        return wakes
+
+    def add(self, job: _TrioJob[Any]) -> None:
+        """On the loop thread: ``job`` finished; wake its task."""
+        self._jobs.append(job)
+        if not self._pending:
+            self._pending = True
+            try:
+                self._token.run_sync_soon(self._wake_all)
+            except RuntimeError:  # trio.RunFinishedError: nobody left to wake
+                pass
+
+    def _wake_all(self) -> None:
+        """In trio: wake every task whose job has finished (cleared first: a job added
+        meanwhile is either taken here or schedules another call)."""
+        self._pending = False
+        jobs = self._jobs
+        while jobs:
+            jobs.popleft().wake()
+
+
+_trio_wakes: trio.lowlevel.RunVar[_TrioWakes] | None = None
+
+
 class LoopThread:
     """One asyncio event loop running on a daemon thread."""
 
@@ -185,6 +232,7 @@ class LoopThread:
         self._thread: threading.Thread | None = None
         self._stopping: asyncio.Future[float] | None = None
         self._ident: int | None = None
+        self._starter: _Starter | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -249,9 +297,10 @@ class LoopThread:
         if threading.get_ident() == self._ident:
             raise RuntimeError(_IN_LOOP)
         with self._guard:
-            job.loop = loop = self._loop or self._start()
-            # A fresh context: the caller's (a trio task's, say) must not leak onto the loop.
-            loop.call_soon_threadsafe(job.start, context=contextvars.Context())
+            job.loop = self._loop or self._start()
+            starter = self._starter
+            assert starter is not None
+            starter.submit(job)
 
     def _start(self) -> asyncio.AbstractEventLoop:
         """Start the loop thread; called with the guard held."""
@@ -261,7 +310,37 @@ class LoopThread:
         thread.daemon = True
         thread.start()
         self._loop, self._thread, self._stopping, self._ident = loop, thread, stopping, thread.ident
+        self._starter = _Starter(loop)
         return loop
+
+
+class _Starter:
+    """The jobs handed over to one loop, started in batches: one wake-up of the loop
+    (``call_soon_threadsafe``, a write to its self-pipe) while a batch is pending, not
+    one per job."""
+
+    __slots__ = ("_jobs", "_loop", "_pending")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._jobs: deque[_Job[Any]] = deque()
+        self._pending = False
+
+    def submit(self, job: _Job[Any]) -> None:
+        """Any thread but the loop's, under the loop thread's guard."""
+        self._jobs.append(job)
+        if not self._pending:
+            self._pending = True
+            # A fresh context: the caller's (a trio task's, say) must not leak onto the loop.
+            self._loop.call_soon_threadsafe(self._start_all, context=contextvars.Context())
+
+    def _start_all(self) -> None:
+        """On the loop: start every job handed over (cleared first: a job handed over
+        meanwhile is either started here or schedules another call)."""
+        self._pending = False
+        jobs = self._jobs
+        while jobs:
+            jobs.popleft().start()
 
 
 async def _acall(lt: LoopThread, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> Any:
