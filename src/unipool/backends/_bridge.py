@@ -2,10 +2,12 @@
 
 One asyncio event loop runs on a daemon thread.  A blocking caller hands a
 coroutine function over with `LoopThread.call`, a trio task with
-`LoopThread.acall`.  The hand-off is lean: ``call_soon_threadsafe`` creates
-the task on the loop, and the task's done-callback wakes the caller (a
-pre-acquired `threading.Lock` it blocks on, or ``trio.lowlevel.reschedule``
-through the trio token).  No `concurrent.futures`, no anyio portal.
+`LoopThread.acall`.  The hand-off is lean: the loop creates the task, and the
+task's done-callback wakes the caller (a pre-acquired `threading.Lock` it
+blocks on, or ``trio.lowlevel.reschedule`` in trio).  Both ways go in batches:
+one ``call_soon_threadsafe`` wakes the loop for every job handed over
+meanwhile, one ``run_sync_soon`` wakes trio for every job finished meanwhile
+(``_trio_wakes``).  No `concurrent.futures`, no anyio portal.
 
 A caller that gives up (timeout, KeyboardInterrupt, trio cancellation)
 cancels the task on the loop and waits until it has finished, so what it was
@@ -29,6 +31,8 @@ import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+
+from ._trio_wakes import trio_wakes
 
 if TYPE_CHECKING:
     import trio
@@ -133,18 +137,18 @@ class _ThreadJob(_Job[T]):
 class _TrioJob(_Job[T]):
     """A job a trio task is parked on; `abort` and `wake` run in trio."""
 
-    __slots__ = ("raise_cancel", "token", "trio_task")
+    __slots__ = ("raise_cancel", "trio_task", "wakes")
 
     def __init__(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> None:
         import trio
 
         super().__init__(fn, args)
         self.trio_task = trio.lowlevel.current_task()
-        self.token = _TrioWakes.of_this_run()
+        self.wakes = trio_wakes()
         self.raise_cancel: Callable[[], Any] | None = None
 
     def done(self, task: asyncio.Future[T] | None) -> None:
-        self.token.add(self)
+        self.wakes.add(self.wake)
 
     def wake(self) -> None:
         import outcome
@@ -167,55 +171,6 @@ class _TrioJob(_Job[T]):
         except RuntimeError:  # the loop is closed: the task has finished
             pass
         return trio.lowlevel.Abort.FAILED
-
-
-class _TrioWakes:
-    """The trio tasks of one trio run to wake, handed over from the loop thread in
-    batches: one ``run_sync_soon`` (a write to trio's wake-up socket) while a batch is
-    pending, not one per finished job."""
-
-    __slots__ = ("_jobs", "_pending", "_token")
-
-    def __init__(self, token: trio.lowlevel.TrioToken) -> None:
-        self._token = token
-        self._jobs: deque[_TrioJob[Any]] = deque()
-        self._pending = False
-
-    @staticmethod
-    def of_this_run() -> _TrioWakes:
-        """This trio run's (made on first use)."""
-        import trio
-
-        global _trio_wakes
-        if _trio_wakes is None:
-            _trio_wakes = trio.lowlevel.RunVar("unipool_bridge_wakes")
-        try:
-            wakes: _TrioWakes = _trio_wakes.get()
-        except LookupError:
-            wakes = _TrioWakes(trio.lowlevel.current_trio_token())
-            _trio_wakes.set(wakes)
-        return wakes
-
-    def add(self, job: _TrioJob[Any]) -> None:
-        """On the loop thread: ``job`` finished; wake its task."""
-        self._jobs.append(job)
-        if not self._pending:
-            self._pending = True
-            try:
-                self._token.run_sync_soon(self._wake_all)
-            except RuntimeError:  # trio.RunFinishedError: nobody left to wake
-                pass
-
-    def _wake_all(self) -> None:
-        """In trio: wake every task whose job has finished (cleared first: a job added
-        meanwhile is either taken here or schedules another call)."""
-        self._pending = False
-        jobs = self._jobs
-        while jobs:
-            jobs.popleft().wake()
-
-
-_trio_wakes: trio.lowlevel.RunVar[_TrioWakes] | None = None
 
 
 class LoopThread:

@@ -40,6 +40,8 @@ from collections.abc import Callable, Coroutine, Iterator
 from contextvars import Context
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar, cast
 
+from .._trio_wakes import trio_wakes
+
 if TYPE_CHECKING:
     import trio
 
@@ -262,7 +264,7 @@ def pump_sync(coro: Coroutine[Any, Any, T], pump: _SyncPump | None = None) -> T:
 class _TrioPump(_Pump):
     """Drives a coroutine from a trio task, parked while tokio works."""
 
-    __slots__ = ("_error", "_future", "_parked", "_reschedule", "_task", "_token")
+    __slots__ = ("_error", "_future", "_parked", "_reschedule", "_task", "_wakes")
 
     def __init__(self) -> None:
         """Made in the trio task that is to run the pump."""
@@ -270,17 +272,14 @@ class _TrioPump(_Pump):
 
         super().__init__()
         self._task: trio.lowlevel.Task = trio.lowlevel.current_task()
-        self._token: trio.lowlevel.TrioToken = trio.lowlevel.current_trio_token()
+        self._wakes = trio_wakes()
         self._reschedule = trio.lowlevel.reschedule
         self._future: _Future | None = None
         self._parked = False
         self._error: BaseException | None = None
 
     def post(self, item: _Item) -> None:
-        try:
-            self._token.run_sync_soon(self._deliver, item)
-        except BaseException:  # trio.RunFinishedError: nobody left to wake
-            pass
+        self._wakes.add(functools.partial(self._deliver, item))
 
     def abort(self, error: BaseException) -> None:
         """Stop waiting (from any thread): `run` drops the coroutine and raises ``error``.
