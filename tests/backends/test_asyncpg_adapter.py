@@ -43,3 +43,28 @@ async def test_a_connection_cut_after_a_cancelled_pool_call_still_cancels_its_qu
         assert time.monotonic() - start < 2.0, "the query runs on after its connection's cut"
         await asyncio.sleep(0.02)
     print(f"session gone {time.monotonic() - start:.3f} s after the cut")
+
+
+def test_a_cut_on_a_closed_loop_closes_the_socket(dsn: str) -> None:
+    """A connection whose event loop is closed, with a cancel request still pending: the
+    cut closes its socket here, and raises nothing."""
+    loop = asyncio.new_event_loop()
+
+    async def interrupted_pool_call() -> adapter.AsyncpgConn:
+        conn = await adapter.BACKEND.connect_async(ConnectParams(dsn), "asyncio")
+        token = POOL_CALL.set(True)
+        try:
+            call = asyncio.ensure_future(conn.fetchval("select pg_sleep(5)", (), 0))
+            await asyncio.sleep(0.1)
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+        finally:
+            POOL_CALL.reset(token)
+        return conn  # type: ignore[no-any-return]
+
+    conn = loop.run_until_complete(interrupted_pool_call())
+    assert any(not task.done() for task in conn.raw._cancellations)
+    loop.close()
+    conn.terminate()
+    assert conn.raw._transport._sock is None

@@ -212,6 +212,28 @@ async def _collect(results: list[Any], call: Awaitable[Any]) -> None:
     results.append(await call)
 
 
+def test_a_hand_over_interrupted_leaves_the_next_ones_working(lt: LoopThread) -> None:
+    """An interrupt inside the hand-over (its wake-up of the loop): that call raises it, its
+    job never runs, and the next calls are served."""
+    loop = lt.loop
+    real = loop.call_soon_threadsafe
+    ran: list[int] = []
+
+    async def record(n: int) -> int:
+        ran.append(n)
+        return n
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        loop.call_soon_threadsafe = real  # type: ignore[method-assign]
+        raise KeyboardInterrupt
+
+    loop.call_soon_threadsafe = interrupted  # type: ignore[method-assign,assignment]
+    with pytest.raises(KeyboardInterrupt):
+        lt.call(record, 1, timeout=1)
+    assert [lt.call(record, n, timeout=1) for n in (2, 3)] == [2, 3]
+    assert ran == [2, 3]
+
+
 # giving up: timeout, KeyboardInterrupt, trio cancellation
 
 

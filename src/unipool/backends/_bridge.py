@@ -64,6 +64,8 @@ class _Job(Generic[T]):
         self.finished = False  # set on the loop, once: the outcome is ready
 
     def start(self) -> None:
+        if self.finished:  # its caller gave up before it started: nothing to run
+            return
         try:
             self.task = task = asyncio.ensure_future(self.fn(*self.args))
         except BaseException as ex:  # fn raised before it could be awaited
@@ -240,6 +242,7 @@ class LoopThread:
         with self._guard:
             loop, thread, stopping = self._loop, self._thread, self._stopping
             self._loop = self._thread = self._stopping = self._ident = None
+            self._starter = None
         if loop is None or thread is None or stopping is None:
             return
         loop.call_soon_threadsafe(_set_result, stopping, grace)
@@ -286,8 +289,12 @@ class _Starter:
         self._jobs.append(job)
         if not self._pending:
             self._pending = True
-            # A fresh context: the caller's (a trio task's, say) must not leak onto the loop.
-            self._loop.call_soon_threadsafe(self._start_all, context=contextvars.Context())
+            try:
+                # A fresh context: the caller's (a trio task's, say) must not leak onto the loop.
+                self._loop.call_soon_threadsafe(self._start_all, context=contextvars.Context())
+            except BaseException:  # the loop is closed, or an interrupt: the next one asks
+                self._pending = False
+                raise
 
     def _start_all(self) -> None:
         """On the loop: start every job handed over (cleared first: a job handed over

@@ -9,6 +9,7 @@ many callbacks join it, and runs the batch in trio in the order they came.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -36,23 +37,22 @@ class TrioWakes:
                 self._token.run_sync_soon(self._run_all)
             except RuntimeError:  # trio.RunFinishedError: nobody left to wake
                 pass
+            except BaseException:  # an interrupt: the next one asks again
+                self._pending = False
+                raise
 
     def _run_all(self) -> None:
         """In trio: run every callback added (cleared first: one added meanwhile is
-        either run here or schedules another call). Should one raise (trio then reports
-        it), the others still run, in a batch of their own."""
+        either run here or schedules another call). The callbacks catch their own
+        errors: one that raised would end the trio run (``TrioInternalError``)."""
         self._pending = False
         callbacks = self._callbacks
-        try:
-            while callbacks:
-                callbacks.popleft()()
-        finally:
-            if callbacks and not self._pending:  # pragma: no cover - callbacks catch their own
-                self._pending = True
-                self._token.run_sync_soon(self._run_all)
+        while callbacks:
+            callbacks.popleft()()
 
 
 _wakes: trio.lowlevel.RunVar[TrioWakes] | None = None
+_making = threading.Lock()
 
 
 def trio_wakes() -> TrioWakes:
@@ -61,7 +61,9 @@ def trio_wakes() -> TrioWakes:
 
     global _wakes
     if _wakes is None:
-        _wakes = trio.lowlevel.RunVar("unipool_trio_wakes")
+        with _making:  # trio runs in other threads may get here at the same time
+            if _wakes is None:
+                _wakes = trio.lowlevel.RunVar("unipool_trio_wakes")
     try:
         return _wakes.get()
     except LookupError:

@@ -112,16 +112,19 @@ CANCEL_REQUEST_BOUND = 5.0
 
 def _spare_cancel_requests(raw: asyncpg.Connection) -> None:
     """Take asyncpg's cancel requests in flight out of its hands before the connection is
-    dropped (private API: ``_cancellations``), and cancel them only past
-    `CANCEL_REQUEST_BOUND`: they reach the server, so no query is left running there,
-    and none is cancelled while it opens its socket (asyncpg would then log a
-    never-retrieved ``ConnectionError``)."""
+    dropped (private API: ``_cancellations``), to be cancelled only if still running
+    `CANCEL_REQUEST_BOUND` seconds later: they reach the server, so no query is left
+    running there, and asyncpg does not cut one short while it opens its socket (which
+    logs a never-retrieved ``ConnectionError``). Nothing is done on a closed loop."""
     pending = getattr(raw, "_cancellations", None)
     if not pending:
         return
     for task in pending:
-        if not task.done():
-            task.get_loop().call_later(CANCEL_REQUEST_BOUND, task.cancel)
+        loop = task.get_loop()
+        if task.done() or loop.is_closed():
+            continue
+        timer = loop.call_later(CANCEL_REQUEST_BOUND, task.cancel)
+        task.add_done_callback(lambda _, timer=timer: timer.cancel())
     pending.clear()
 
 
