@@ -8,7 +8,6 @@ first and parks in trio only if it is not ready.
 
 from __future__ import annotations
 
-import errno
 import math
 import select
 from time import monotonic
@@ -17,17 +16,17 @@ from typing import Final
 import trio
 from psycopg import errors as e
 from psycopg.abc import RV, PQGen, PQGenConn
-from psycopg.waiting import Ready, Wait
+
+from ._socket_ready import RW, R, W, ready_now
 
 #: How long (seconds) waits may go without yielding to trio (socket always ready).
 MAX_BUSY_TIME: Final = 0.005
 #: Fallback poll period (seconds) for read-or-write waits without `select.epoll`.
 _RW_POLL_INTERVAL: Final = 0.01
 
-_R: Final = int(Wait.R)
-_W: Final = int(Wait.W)
-_RW: Final = int(Wait.RW)
-assert int(Ready.R) == _R and int(Ready.W) == _W
+_R: Final = R
+_W: Final = W
+_RW: Final = RW
 
 _SOCKET_GONE: Final = (OSError, trio.ClosedResourceError)
 
@@ -40,33 +39,7 @@ class Timeout(Exception):
 
 # Socket readiness
 
-
-if hasattr(select, "poll"):
-    _POLLIN: Final = select.POLLIN
-    _POLLOUT: Final = select.POLLOUT
-    _POLLBAD: Final = select.POLLERR | select.POLLHUP
-
-    def _ready_now(fileno: int, wait: int) -> int:
-        """Return the `Ready` flags of `fileno` for `wait`, without blocking."""
-        p = select.poll()
-        p.register(fileno, (_POLLIN if wait & _R else 0) | (_POLLOUT if wait & _W else 0))
-        ready = 0
-        for _, ev in p.poll(0):
-            if ev & select.POLLNVAL:
-                raise OSError(errno.EBADF, "bad file descriptor")
-            if ev & _POLLBAD:
-                return wait  # let libpq find the error
-            ready |= (_R if ev & _POLLIN else 0) | (_W if ev & _POLLOUT else 0)
-        return ready
-
-else:  # pragma: no cover - Windows
-
-    def _ready_now(fileno: int, wait: int) -> int:
-        """Return the `Ready` flags of `fileno` for `wait`, without blocking."""
-        rl, wl, xl = select.select(
-            [fileno] if wait & _R else [], [fileno] if wait & _W else [], [fileno], 0
-        )
-        return wait if xl else (_R if rl else 0) | (_W if wl else 0)
+_ready_now = ready_now
 
 
 if hasattr(select, "epoll"):

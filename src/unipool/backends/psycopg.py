@@ -39,6 +39,7 @@ from .._errors import (
 )
 from .._record import Record, column_index
 from .._sql import copy_statement, reset_statement
+from ._asyncio_waiting import Parked, wait_gen
 from ._copyio import achunks, chunks, sink
 from ._session import (
     CANCEL_WAIT,
@@ -76,10 +77,19 @@ class AsyncioConnection(psycopg.AsyncConnection[Any]):
     query keeps running on the server. Here the cleanup runs shielded
     (bounded by ``CANCEL_WAIT``), so the query is cancelled and the
     connection stays usable; past the bound it is dropped.
+
+    Its waits are `_asyncio_waiting`'s (no timer per wait): closing it, or
+    cutting it (`_finish`), wakes a task waiting on its socket.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._parked = Parked()
 
     async def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
         try:
+            if timeout is None:
+                return await wait_gen(gen, self.pgconn.socket, self._parked)
             return await waiting.wait_async(gen, self.pgconn.socket, interval, timeout)
         except BaseException as exc:
             if not isinstance(exc, Exception) and self.pgconn.transaction_status == _ACTIVE:
@@ -100,6 +110,15 @@ class AsyncioConnection(psycopg.AsyncConnection[Any]):
                 self.pgconn.finish()
         if scope.cancelled_caught:
             self.pgconn.finish()
+
+    async def close(self) -> None:
+        self._parked.wake()  # first: the socket's number may be reused once it closes
+        await super().close()
+
+    def _finish(self) -> None:
+        """Cut the connection now (no goodbye), waking a task waiting on it."""
+        self._parked.wake()
+        self.pgconn.finish()
 
 
 class _JsonbDictDumper(JsonbDumper):
@@ -471,7 +490,7 @@ class AsyncPsycopgConn:
         await self.raw.close()
 
     def terminate(self) -> None:
-        finish = getattr(self.raw, "_finish", None)  # trio's: wakes a task waiting on the socket
+        finish = getattr(self.raw, "_finish", None)  # wakes a task waiting on the socket
         if finish is not None:
             finish()
         else:
