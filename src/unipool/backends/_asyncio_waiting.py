@@ -38,15 +38,15 @@ class Parked:
 
     def wake(self) -> None:
         """On the loop, before the connection's socket closes: stop watching the socket
-        (its number may be reused at once) and wake the task, which then finds the
-        connection closed."""
+        (its number may be reused at once) and wake the task, which raises
+        `OperationalError` without touching the connection again (libpq frees it)."""
         future, loop = self.future, self.loop
         if future is None or loop is None:
             return
         self.future = None
         _unwatch(loop, self.fileno, self.wait)
         if not future.done():
-            future.set_result(self.wait)
+            future.set_result(0)  # the task raises: it sends nothing more to libpq
 
 
 async def wait_gen(gen: PQGen[RV], fileno: int, parked: Parked) -> RV:
@@ -89,11 +89,15 @@ async def _park(loop: asyncio.AbstractEventLoop, fileno: int, wait: int, parked:
             raise
     parked.future, parked.loop, parked.fileno, parked.wait = future, loop, fileno, wait
     try:
-        return await future
+        ready = await future
     finally:
-        if parked.future is future:  # not woken by a close: the socket is still watched
+        closed = parked.future is not future  # woken by a close, which unwatched it
+        if not closed:
             parked.future = None
             _unwatch(loop, fileno, wait)
+    if closed:  # nothing more may reach libpq: its connection is freed
+        raise e.OperationalError("the connection was closed while a statement waited on it")
+    return ready
 
 
 def _resolve(future: asyncio.Future[int], ready: int) -> None:
