@@ -124,7 +124,7 @@ def _in_child(body: Callable[[], object]) -> str:
 @pytest.fixture
 def psqlpy_pool(dsn: str) -> Iterator[unipool.Pool]:
     """A blocking psqlpy pool that has run a query in this process."""
-    pytest.importorskip("psqlpy")
+    pytest.importorskip("psqlpy", reason="the psqlpy driver is not installed (unipool[psqlpy])")
     with unipool.connect(dsn, backend="psqlpy", min_size=1, acquire_timeout=10) as pool:
         assert pool.fetchval("select 1") == 1
         yield pool
@@ -181,7 +181,7 @@ sys.exit(os.waitstatus_to_exitcode(status))
 def test_psqlpy_works_in_a_child_forked_before_psqlpy_ran(dsn: str) -> None:
     """The way out the error names: fork first, then use psqlpy (in a fresh interpreter,
     as this one has run psqlpy already)."""
-    pytest.importorskip("psqlpy")
+    pytest.importorskip("psqlpy", reason="the psqlpy driver is not installed (unipool[psqlpy])")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run(
         [sys.executable, "-c", _FORK_FIRST, dsn],

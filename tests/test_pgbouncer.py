@@ -178,7 +178,7 @@ async def test_psqlpy_behind_a_pooler_that_renames_statements(mode: str, dsn: st
     """Where the pooler renames prepared statements (PgBouncer 1.21 and later with
     ``max_prepared_statements``), psqlpy's unprepared statements fail (psqlpy drops them
     by the name it gave): the adapter sees it at connect and keeps psqlpy's own."""
-    pytest.importorskip("psqlpy")
+    pytest.importorskip("psqlpy", reason="the psqlpy driver is not installed (unipool[psqlpy])")
     info = parse_dsn(dsn)
     host, port = info.hosts[0] if info.hosts else ("localhost", None)
     if host.startswith("/"):
@@ -281,7 +281,7 @@ async def test_psqlpy_gives_up_a_cancelled_connection(mode: str, bouncer: PgBoun
     name a server process PgBouncer may have lent to another client: the connection goes."""
     if mode == "sync":
         pytest.skip("threads cannot be cancelled")
-    pytest.importorskip("psqlpy")
+    pytest.importorskip("psqlpy", reason="the psqlpy driver is not installed (unipool[psqlpy])")
     async with open_pool(mode, bouncer.dsn(), "psqlpy", max_size=1, pgbouncer=True) as pool:
         assert await pool.fetchval("select 1") == 1
         with anyio.move_on_after(0.3) as scope:
@@ -302,7 +302,7 @@ def test_option_is_validated() -> None:
 
 def test_psqlpy_names_misplaced_statements() -> None:
     """psqlpy gives no SQLSTATE: the adapter reads these from the server's message."""
-    pytest.importorskip("psqlpy")
+    pytest.importorskip("psqlpy", reason="the psqlpy driver is not installed (unipool[psqlpy])")
     from psqlpy import exceptions as pe
 
     from unipool.backends.psqlpy import _errors

@@ -66,7 +66,30 @@ def async_misuse(name: str, closed: bool, mode: Mode | None) -> Exception:
     )
 
 
+_S = TypeVar("_S", bound="OpensOnEnter")
 _T = TypeVar("_T", bound="OwnsTaskGroup")
+
+
+class OpensOnEnter:
+    """``with x:`` opens ``x`` for blocking use and closes it on leaving."""
+
+    def open(self, wait: bool = True, timeout: float | None = None) -> None:
+        raise NotImplementedError
+
+    def close(self, timeout: float = 5.0) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _S) -> _S:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 class OwnsTaskGroup:

@@ -27,10 +27,9 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._binding import OwnsTaskGroup
+from ._binding import OpensOnEnter, OwnsTaskGroup
 from ._cluster_contexts import ReadAcquire
 from ._cluster_shortcuts import ReadShortcuts
 from ._connect import connect
@@ -153,7 +152,7 @@ def _no_server(exc: BaseException) -> bool:
     return isinstance(exc, ConnectError) or isinstance(exc.__cause__, ConnectError)
 
 
-class ClusterPool(ReadShortcuts, OwnsTaskGroup):
+class ClusterPool(ReadShortcuts, OpensOnEnter, OwnsTaskGroup):
     """A primary pool and a standby pool under one name; see :func:`connect_cluster`.
 
     The whole :class:`Pool` API, on the primary; ``readonly=True`` on ``acquire``,
@@ -283,18 +282,6 @@ class ClusterPool(ReadShortcuts, OwnsTaskGroup):
             self.standby.close(timeout)
         finally:
             self.primary.close(timeout)
-
-    def __enter__(self) -> ClusterPool:
-        self.open()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- async lifecycle ---------------------------------------------------------------
 

@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import os
 import random
-from types import TracebackType
 from typing import Any
 
 from anyio.abc import TaskGroup
 
-from ._binding import Mode, OwnsTaskGroup, async_misuse, current_loop, in_event_loop, on_loop
+from ._binding import (
+    Mode,
+    OpensOnEnter,
+    OwnsTaskGroup,
+    async_misuse,
+    current_loop,
+    in_event_loop,
+    on_loop,
+)
 from ._connection import AsyncConnection, Connection
 from ._contexts import AcquireContext, PoolTransaction
 from ._core import CoreConfig, PoolCore
@@ -33,7 +40,7 @@ from .backends.base import Backend
 _CLOSE_TIMEOUT = 5.0
 
 
-class Pool(Shortcuts, OwnsTaskGroup):
+class Pool(Shortcuts, OpensOnEnter, OwnsTaskGroup):
     """A PostgreSQL connection pool, made by :func:`unipool.connect` (not directly).
 
     One object, two faces: the methods without a prefix are for blocking code, those
@@ -222,18 +229,6 @@ class Pool(Shortcuts, OwnsTaskGroup):
             raise UsageError(f"pool {self.name!r} is in async use: use 'await pool.aclose()'")
         self._closed = True
         face.close(timeout)
-
-    def __enter__(self) -> Pool:
-        self.open()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- async lifecycle ---------------------------------------------------
 

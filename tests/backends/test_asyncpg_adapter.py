@@ -11,7 +11,7 @@ from tests.conftest import Admin
 
 from unipool.backends.base import POOL_CALL, ConnectParams
 
-pytest.importorskip("asyncpg")
+pytest.importorskip("asyncpg", reason="the asyncpg driver is not installed (unipool[asyncpg])")
 
 from unipool.backends import asyncpg as adapter
 

@@ -30,7 +30,7 @@ from unipool.backends import psqlpy as adapter
 from unipool.backends.base import ConnectParams, TxStatus
 from unipool.backends.psqlpy import _errors, _statements
 
-pytest.importorskip("psqlpy")
+pytest.importorskip("psqlpy", reason="the psqlpy driver is not installed (unipool[psqlpy])")
 
 #: Queries psqlpy cannot decode by itself, or decodes differently (uuid as str).
 QUERIES = [
