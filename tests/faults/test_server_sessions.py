@@ -3,6 +3,7 @@ ends on the server within 2 s (DESIGN §6)."""
 
 from __future__ import annotations
 
+import math
 import random
 import time
 
@@ -62,11 +63,14 @@ async def test_close_past_its_timeout_ends_a_busy_session(
         conn = await pool.getconn()
         assert len(await in_thread(backends_of, dsn, name)) == 1
 
+        failed_at: list[float] = []
+
         async def borrower() -> None:
             try:
                 await conn.fetchval("select 1 from pg_sleep(30)")
             except unipool.Error as exc:  # close() gave up on it
                 errors.append(exc)
+                failed_at.append(time.monotonic())
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(borrower)
@@ -75,10 +79,13 @@ async def test_close_past_its_timeout_ends_a_busy_session(
             await pool.close(timeout=0.5)
             closed = time.monotonic() - start
         took = await gone(dsn, name)
+    woken = failed_at[0] - start if failed_at else math.inf
     print(
-        f"close(0.5) {backend}/{mode}: returned after {closed:.2f} s, session gone in {took:.2f} s"
+        f"close(0.5) {backend}/{mode}: returned after {closed:.2f} s, the borrower failed"
+        f" after {woken:.2f} s, session gone in {took:.2f} s"
     )
     assert closed <= 0.5 + 0.5
+    assert woken <= 0.5 + 0.5  # the cut wakes the borrower waiting on the socket
     assert took <= ENDS_WITHIN
     assert len(errors) == 1
 
