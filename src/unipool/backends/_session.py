@@ -144,6 +144,9 @@ CLIENT_CHECK = ("client_connection_check_interval", "1s")
 #: a few milliseconds; past this one the network is taken to be silent, and a dropped
 #: session ends on the server by itself (`CLIENT_CHECK`) once the network answers.
 CANCEL_WAIT = 0.1
+#: How long a driver's cancel request already sent may go on after its connection is
+#: dropped (it reaches the server, so the query ends there), before it is cut short.
+CANCEL_REQUEST_BOUND = 5.0
 
 #: The servers (by DSN and host) that refused `CLIENT_CHECK`: PostgreSQL 13 and older do
 #: not know it, and a pooler (PgBouncer in session mode) may refuse the startup parameter.

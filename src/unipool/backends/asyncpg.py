@@ -46,6 +46,7 @@ from .._record import Record, column_index
 from .._sql import reset_statement
 from ._bridged import AsyncBridge, SyncBridge
 from ._session import (
+    CANCEL_REQUEST_BOUND,
     CANCEL_WAIT,
     connect_failed,
     is_lost,
@@ -104,10 +105,6 @@ def _poller(raw: asyncpg.Connection) -> select.poll | None:
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
     return poller
-
-
-#: How long a cancel request asyncpg sent may run on after its connection is dropped.
-CANCEL_REQUEST_BOUND = 5.0
 
 
 def _spare_cancel_requests(raw: asyncpg.Connection) -> None:
