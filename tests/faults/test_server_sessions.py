@@ -53,13 +53,17 @@ async def test_sessions_check_that_their_client_is_there(
         assert await pool.fetchval("show client_connection_check_interval") == expected
 
 
+@pytest.mark.parametrize("check", ["client check", "no client check"])
 async def test_close_past_its_timeout_ends_a_busy_session(
-    dsn: str, mode: str, backend: str, name: str
+    dsn: str, mode: str, backend: str, name: str, check: str
 ) -> None:
     """A borrower in ``pg_sleep(30)``, then ``close(timeout=0.5)``: close returns in time,
-    and the server's session of the pool ends within 2 s of it."""
+    and the server's session of the pool ends within 2 s of it, also where the server does
+    not check for its client (PostgreSQL 13, PgBouncer): the cut sends a cancel request."""
     errors: list[BaseException] = []
-    async with open_pool(mode, dsn, backend, **named(name, min_size=1, max_size=1)) as pool:
+    settings = {} if check == "client check" else {"client_connection_check_interval": None}
+    options = named(name, min_size=1, max_size=1, connect_kwargs={"server_settings": settings})
+    async with open_pool(mode, dsn, backend, **options) as pool:
         conn = await pool.getconn()
         assert len(await in_thread(backends_of, dsn, name)) == 1
 
@@ -81,7 +85,7 @@ async def test_close_past_its_timeout_ends_a_busy_session(
         took = await gone(dsn, name)
     woken = failed_at[0] - start if failed_at else math.inf
     print(
-        f"close(0.5) {backend}/{mode}: returned after {closed:.2f} s, the borrower failed"
+        f"close(0.5) {backend}/{mode}, {check}: returned after {closed:.2f} s, the borrower failed"
         f" after {woken:.2f} s, session gone in {took:.2f} s"
     )
     assert closed <= 0.5 + 0.5

@@ -4,12 +4,17 @@ with, what a failed connection attempt means, and which errors mean it is lost."
 from __future__ import annotations
 
 import getpass
-from collections.abc import Mapping
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .._dsn import ConnInfo, parse_dsn, scrub
 from .._errors import ConnectError
 from .base import ConnectParams
+
+_log = logging.getLogger("unipool")
 
 #: The port every driver uses when neither the DSN, PGPORT nor ``connect_kwargs`` gives one.
 _DEFAULT_PORT = "5432"
@@ -147,6 +152,32 @@ CANCEL_WAIT = 0.1
 #: How long a driver's cancel request already sent may go on after its connection is
 #: dropped (it reaches the server, so the query ends there), before it is cut short.
 CANCEL_REQUEST_BOUND = 5.0
+
+
+def cancel_in_background(send: Callable[[], object], secrets: Iterable[str] = ()) -> None:
+    """Send a cancel request for the query of a connection the pool cuts, in a thread of
+    its own, so that the cut returns at once and the query ends on the server even where
+    nothing else ends it (PostgreSQL 13, PgBouncer: no `CLIENT_CHECK`).
+
+    ``send`` bounds itself (`CANCEL_REQUEST_BOUND`); a failure is logged (DEBUG), its
+    message without ``secrets``. The thread is a daemon: the process never waits for it.
+    """
+    secrets = tuple(secrets)
+
+    def run() -> None:
+        try:
+            send()
+        except Exception as exc:  # the server may be gone: the cut stands either way
+            _log.debug("cancel request before a cut failed: %s", scrub(str(exc), secrets))
+
+    threading.Thread(target=run, name="unipool-cancel", daemon=True).start()
+
+
+def born_here(pid: int) -> bool:
+    """Whether a connection opened by process ``pid`` belongs to this process (not one
+    inherited through ``os.fork()``, whose session is the parent's)."""
+    return pid == os.getpid()
+
 
 #: The servers (by DSN and host) that refused `CLIENT_CHECK`: PostgreSQL 13 and older do
 #: not know it, and a pooler (PgBouncer in session mode) may refuse the startup parameter.

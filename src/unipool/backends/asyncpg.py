@@ -10,6 +10,7 @@ broken.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -48,6 +49,7 @@ from ._bridged import AsyncBridge, SyncBridge
 from ._session import (
     CANCEL_REQUEST_BOUND,
     CANCEL_WAIT,
+    born_here,
     connect_failed,
     is_lost,
     refused_client_check,
@@ -125,14 +127,56 @@ def _spare_cancel_requests(raw: asyncpg.Connection) -> None:
     pending.clear()
 
 
+#: Cancel requests sent before a cut, kept until they end.
+_requests: set[asyncio.Task[Any]] = set()
+
+
+def _cancel_before_cut(raw: asyncpg.Connection) -> None:
+    """Before ``raw`` is cut while a call runs on it: send a cancel request (bounded by
+    `CANCEL_REQUEST_BOUND`) on its loop, so that the query ends on the server even where
+    the server does not check for its client (private API: ``connect_utils._cancel``,
+    what asyncpg's own cancel sends; nothing is sent without it)."""
+    protocol = getattr(raw, "_protocol", None)
+    send = getattr(asyncpg.connect_utils, "_cancel", None)
+    if protocol is None or send is None:
+        return
+    loop = raw._loop
+    request = {
+        "addr": raw._addr,
+        "params": raw._params,
+        "backend_pid": protocol.backend_pid,
+        "backend_secret": protocol.backend_secret,
+    }
+
+    def start() -> None:
+        task = loop.create_task(asyncio.wait_for(send(loop=loop, **request), CANCEL_REQUEST_BOUND))
+        _requests.add(task)
+        task.add_done_callback(_request_done)
+
+    if asyncio._get_running_loop() is loop:
+        start()
+    else:
+        with contextlib.suppress(RuntimeError):  # its loop is closed: nothing runs there
+            loop.call_soon_threadsafe(start)
+
+
+def _request_done(task: asyncio.Task[Any]) -> None:
+    _requests.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: a server that is gone fails the request, as expected
+
+
 class AsyncpgConn:
     """An asyncpg connection behind the uniform interface (on its own loop)."""
 
-    __slots__ = ("_poller", "raw")
+    __slots__ = ("_busy", "_owner", "_poller", "raw")
 
     def __init__(self, raw: asyncpg.Connection) -> None:
         self.raw = raw
         self._poller = _poller(raw)
+        self._owner = os.getpid()
+        #: a call is in flight (its query may be running on the server)
+        self._busy = False
 
     async def _interrupted(self) -> None:
         """A call was cancelled: asyncpg cancels its query on the server in a task of its
@@ -152,54 +196,75 @@ class AsyncpgConn:
             self.terminate()
 
     async def execute(self, sql: str, args: Sequence[Any]) -> str:
+        self._busy = True
         try:
             return await self.raw.execute(sql, *args)  # type: ignore[no-any-return]
         except _ERRORS as exc:
             raise _map_error(exc, self.raw) from exc
         except asyncio.CancelledError:
+            self._busy = False  # asyncpg sends its own cancel request
             await self._interrupted()
             raise
+        finally:
+            self._busy = False
 
     async def executemany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> None:
+        self._busy = True
         try:
             await self.raw.executemany(sql, args_seq)
         except _ERRORS as exc:
             raise _map_error(exc, self.raw) from exc
         except asyncio.CancelledError:
+            self._busy = False  # asyncpg sends its own cancel request
             await self._interrupted()
             raise
+        finally:
+            self._busy = False
 
     async def fetch(self, sql: str, args: Sequence[Any]) -> list[Record]:
+        self._busy = True
         try:
             rows = await self.raw.fetch(sql, *args)
         except _ERRORS as exc:
             raise _map_error(exc, self.raw) from exc
         except asyncio.CancelledError:
+            self._busy = False  # asyncpg sends its own cancel request
             await self._interrupted()
             raise
+        finally:
+            self._busy = False
         return _records(rows)
 
     async def fetchrow(self, sql: str, args: Sequence[Any]) -> Record | None:
+        self._busy = True
         try:
             row = await self.raw.fetchrow(sql, *args)
         except _ERRORS as exc:
             raise _map_error(exc, self.raw) from exc
         except asyncio.CancelledError:
+            self._busy = False  # asyncpg sends its own cancel request
             await self._interrupted()
             raise
+        finally:
+            self._busy = False
         return None if row is None else _records([row])[0]
 
     async def fetchval(self, sql: str, args: Sequence[Any], column: int) -> Any:
+        self._busy = True
         try:
             return await self.raw.fetchval(sql, *args, column=column)
         except _ERRORS as exc:
             raise _map_error(exc, self.raw) from exc
         except asyncio.CancelledError:
+            self._busy = False  # asyncpg sends its own cancel request
             await self._interrupted()
             raise
+        finally:
+            self._busy = False
 
     async def copy_records(self, target: CopyTarget, records: Any) -> str:
         table, schema_name, columns = target
+        self._busy = True
         try:
             return await self.raw.copy_records_to_table(  # type: ignore[no-any-return]
                 table, records=records, columns=columns, schema_name=schema_name
@@ -207,11 +272,15 @@ class AsyncpgConn:
         except _ERRORS as exc:
             raise _map_error(exc, self.raw) from exc
         except asyncio.CancelledError:
+            self._busy = False  # asyncpg sends its own cancel request
             await self._interrupted()
             raise
+        finally:
+            self._busy = False
 
     async def copy_in(self, target: CopyTarget, source: Any, options: dict[str, Any]) -> str:
         table, schema_name, columns = target
+        self._busy = True
         try:
             return await self.raw.copy_to_table(  # type: ignore[no-any-return]
                 table, source=source, columns=columns, schema_name=schema_name, **options
@@ -219,11 +288,15 @@ class AsyncpgConn:
         except _ERRORS as exc:
             raise _map_error(exc, self.raw) from exc
         except asyncio.CancelledError:
+            self._busy = False  # asyncpg sends its own cancel request
             await self._interrupted()
             raise
+        finally:
+            self._busy = False
 
     async def copy_out(self, target: CopyTarget, output: Any, options: dict[str, Any]) -> str:
         table, schema_name, columns = target
+        self._busy = True
         try:
             return await self.raw.copy_from_table(  # type: ignore[no-any-return]
                 table, output=output, columns=columns, schema_name=schema_name, **options
@@ -231,8 +304,11 @@ class AsyncpgConn:
         except _ERRORS as exc:
             raise _map_error(exc, self.raw) from exc
         except asyncio.CancelledError:
+            self._busy = False  # asyncpg sends its own cancel request
             await self._interrupted()
             raise
+        finally:
+            self._busy = False
 
     def alive(self) -> bool:
         """Not closed, and nothing waiting unread (EOF or an error from a killed backend)."""
@@ -261,6 +337,8 @@ class AsyncpgConn:
         await self.raw.close(timeout=5)
 
     def terminate(self) -> None:
+        if self._busy and born_here(self._owner):
+            _cancel_before_cut(self.raw)
         _spare_cancel_requests(self.raw)
         try:
             self.raw.terminate()

@@ -10,6 +10,7 @@ PostgreSQL's own ``$1, $2, ...`` and ``BEGIN`` is explicit.
 from __future__ import annotations
 
 import math
+import os
 import re
 import select
 import weakref
@@ -41,6 +42,7 @@ from .._record import Record, column_index
 from .._sql import copy_statement, reset_statement
 from ._asyncio_waiting import Parked, wait_gen
 from ._copyio import achunks, chunks, sink
+from ._psycopg_cancel import cancel_before_cut
 from ._session import (
     CANCEL_WAIT,
     connect_failed,
@@ -277,12 +279,13 @@ class _Liveness:
 class SyncPsycopgConn:
     """A blocking psycopg connection behind the uniform interface."""
 
-    __slots__ = ("_cur", "_live", "raw")
+    __slots__ = ("_cur", "_live", "_owner", "raw")
 
     def __init__(self, raw: psycopg.Connection[Any]) -> None:
         self.raw = raw
         self._cur = raw.cursor()
         self._live = _Liveness(raw)
+        self._owner = os.getpid()
 
     def execute(self, sql: str, args: Sequence[Any]) -> str:
         cur = self._cur
@@ -378,6 +381,7 @@ class SyncPsycopgConn:
         self.raw.close()
 
     def terminate(self) -> None:
+        cancel_before_cut(self.raw.pgconn, self._owner)
         self.raw.close()
 
     def fileno(self) -> int | None:
@@ -387,12 +391,13 @@ class SyncPsycopgConn:
 class AsyncPsycopgConn:
     """An async psycopg connection (asyncio or trio) behind the uniform interface."""
 
-    __slots__ = ("_cur", "_live", "raw")
+    __slots__ = ("_cur", "_live", "_owner", "raw")
 
     def __init__(self, raw: psycopg.AsyncConnection[Any]) -> None:
         self.raw = raw
         self._cur = raw.cursor()
         self._live = _Liveness(raw)
+        self._owner = os.getpid()
 
     async def execute(self, sql: str, args: Sequence[Any]) -> str:
         cur = self._cur
@@ -490,6 +495,7 @@ class AsyncPsycopgConn:
         await self.raw.close()
 
     def terminate(self) -> None:
+        cancel_before_cut(self.raw.pgconn, self._owner)
         finish = getattr(self.raw, "_finish", None)  # wakes a task waiting on the socket
         if finish is not None:
             finish()

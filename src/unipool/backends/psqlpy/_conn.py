@@ -33,7 +33,7 @@ from ..._errors import ConnectionLost, Error, NotSupportedError, make_database_e
 from ..._record import Record
 from ..._sql import first_words, qualified_name, quote_ident, reset_statement
 from .._copyio import achunks, sink
-from .._session import CANCEL_WAIT
+from .._session import CANCEL_REQUEST_BOUND, CANCEL_WAIT, cancel_in_background
 from ..base import POOL_CALL, ConnectParams, CopyTarget, TxStatus
 from . import _fork
 from ._copy import TABLE_COLUMNS, collected, format_copy, parse_copy
@@ -71,9 +71,9 @@ _PREPARABLE = frozenset({"SELECT", "WITH", "VALUES", "TABLE", "INSERT", "UPDATE"
 class PsqlpyConn:
     """A psqlpy connection behind the uniform interface (native on asyncio)."""
 
-    __slots__ = ("__weakref__", "_abandoned", "_bouncer", "_broken", "_cut", "_loop",
-                 "_numeric", "_params", "_pid", "_prepared", "_raw", "_shapes", "_task",
-                 "_thread", "_tx")  # fmt: skip
+    __slots__ = ("__weakref__", "_abandoned", "_bouncer", "_broken", "_busy", "_cut",
+                 "_loop", "_numeric", "_params", "_pid", "_prepared", "_raw", "_shapes",
+                 "_task", "_thread", "_tx")  # fmt: skip
 
     def __init__(
         self, raw: Any, pid: int, params: ConnectParams, *, unprepared: bool = False
@@ -89,6 +89,8 @@ class PsqlpyConn:
         self._tx = TxStatus.IDLE
         self._broken = False
         self._abandoned = False
+        #: a driver call is in flight (its query may be running on the server)
+        self._busy = False
         #: the asyncio loop the connection was opened on, and its thread (None: a pump's)
         loop = asyncio._get_running_loop()
         self._loop = loop if isinstance(loop, asyncio.AbstractEventLoop) else None
@@ -113,11 +115,13 @@ class PsqlpyConn:
         if _fork.forked:  # inherited from the parent process: psqlpy would wait forever
             raise _fork.inherited()
         self._task = task = _task_of(self._loop) if self._thread == _get_ident() else None
+        self._busy = True
         try:
             try:
                 result = await call()
             finally:
                 self._task = None
+                self._busy = False
         except pe.Error as exc:
             error, broken = map_error(exc, self._params.command_timeout is not None)
             self._failed(sql, broken)
@@ -195,12 +199,7 @@ class PsqlpyConn:
             self._broken = True
             return
         try:
-            dsn, kwargs = connect_args(self._params, side=True)
-            side = await psqlpy.connect(dsn=dsn, **kwargs)
-            try:
-                await side.execute("SELECT pg_cancel_backend($1)", [self._pid])
-            finally:
-                side.close()
+            await _cancel_backend(self._params, self._pid)
         except BaseException:
             self._broken = True
             raise
@@ -484,6 +483,9 @@ class PsqlpyConn:
     def terminate(self) -> None:
         """Close the connection, from any thread; a call in flight on asyncio fails with
         `ConnectionLost` at once (its task is cancelled, on its own loop)."""
+        if self._busy and not (self._broken or self._bouncer or _fork.forked):
+            params, pid = self._params, self._pid
+            cancel_in_background(lambda: _cancel_in_new_loop(params, pid), params.secrets)
         self._broken = True
         _live.discard(self)
         self._raw.close()
@@ -504,6 +506,21 @@ class PsqlpyConn:
         if self._task is task and (cut is None or cut[0] is not task) and not task.done():
             self._cut = (task, _cancelling(task))
             task.cancel(_CUT_CANCEL)
+
+
+async def _cancel_backend(params: ConnectParams, pid: int) -> None:
+    """Cancel what server process ``pid`` runs, from a side connection."""
+    dsn, kwargs = connect_args(params, side=True)
+    side = await psqlpy.connect(dsn=dsn, **kwargs)
+    try:
+        await side.execute("SELECT pg_cancel_backend($1)", [pid])
+    finally:
+        side.close()
+
+
+def _cancel_in_new_loop(params: ConnectParams, pid: int) -> None:
+    """`_cancel_backend` within `CANCEL_REQUEST_BOUND`, on a loop of its own."""
+    asyncio.run(asyncio.wait_for(_cancel_backend(params, pid), CANCEL_REQUEST_BOUND))
 
 
 _get_ident = threading.get_ident
