@@ -135,3 +135,30 @@ def test_an_abandoned_borrow_is_reaped(settled: None) -> None:
             time.sleep(0.01)
         assert pool.stats().recycled["abandoned"] == 1
         assert pool.fetchval("select 1") is None
+
+
+def test_a_dead_hand_out_and_its_replacement_are_one_acquire_for_listeners(
+    settled: None,
+) -> None:
+    """The idle connection is found dead at hand-out, its check fails, another serves the
+    request: listeners hear one acquire for the one borrow, and one release."""
+    heard: list[str] = []
+
+    class Listener:
+        def on_acquire(self, pool: unipool.Pool, wait_seconds: float) -> None:
+            heard.append("acquire")
+
+        def on_release(self, pool: unipool.Pool, held_seconds: float) -> None:
+            heard.append("release")
+
+    backend = FakeBackend()
+    with fake_pool(backend, min_size=1, max_size=1) as pool:
+        with pool.acquire() as conn:
+            first = conn._slot.conn  # type: ignore[union-attr]
+        pool.add_listener(Listener())
+        first.broken = True  # the server ended it while idle
+        with pool.acquire() as conn:
+            assert conn._slot.conn is not first  # type: ignore[union-attr]
+        stats = pool.stats()
+    assert heard == ["acquire", "release"]
+    assert (stats.acquires, stats.connections_lost, stats.connects) == (2, 1, 2)

@@ -281,6 +281,44 @@ def test_events() -> None:
     ]
 
 
+def test_a_request_served_after_a_dead_hand_out_is_announced_once() -> None:
+    """A connection handed out and found dead locally: its check fails, the request is
+    asked again and served by another; listeners hear one acquire, counters count one."""
+    h = Harness(min_size=2, max_size=2)
+    h.core.observed = True
+    h.fill()
+    h.events.clear()
+    first = h.at(1.0).get()
+    check = h.core.check_for(first, False, h.now, h.now + 30, 30)
+    assert check is not None and not check.announced
+    h.core.check_done(check, False, h.now)
+    h.step()
+    again = h.core.acquire(h.at(1.5).now, announced=True)
+    h.step()
+    assert isinstance(again, Slot) and again is not first
+    assert again.state is CHECKING  # suspect: older than the connection found dead
+    second = h.core.check_for(again, True, h.now, h.now + 30, 30, announced=True)
+    assert second is not None and second.announced
+    h.core.check_done(second, True, h.now)
+    h.step()
+    assert [e for e in h.events if e[0] == "acquire"] == [("acquire", 0.0)]
+    assert h.core.counters.acquires == 1
+
+
+def test_a_request_announced_before_that_waits_is_not_announced_again() -> None:
+    h = Harness(min_size=1, max_size=1)
+    h.core.observed = True
+    (slot,) = h.fill()
+    held = h.get()
+    h.events.clear()
+    waiter = h.core.acquire(h.now, announced=True)
+    assert isinstance(waiter, Waiter) and waiter.announced
+    given_back(h.at(1.0), held)
+    assert h.accept(waiter) is slot
+    assert [e for e in h.events if e[0] == "acquire"] == []
+    assert h.core.counters.acquires == 2
+
+
 # -- time -------------------------------------------------------------------------
 
 

@@ -109,10 +109,12 @@ class PoolCore(CoreState):
 
     # -- acquiring ---------------------------------------------------------
 
-    def acquire(self, now: float) -> Slot | Waiter:
+    def acquire(self, now: float, announced: bool = False) -> Slot | Waiter:
         """Serve a new request: a slot (IN_USE, or CHECKING) or a queued waiter.
 
         The requester then asks :meth:`check_for` whether the slot needs a check.
+        ``announced``: the request is asked again after a connection handed out to it
+        was found dead, and listeners were told of its acquire then (not twice).
 
         Raises:
             PoolClosed: the pool is closing.
@@ -135,12 +137,12 @@ class PoolCore(CoreState):
             if slot is not None:
                 slot.asked_at = now
                 if slot.state is IN_USE:
-                    self._count_acquire(slot, now)
+                    self._count_acquire(slot, now, announced)
                 return slot
         cap = self.config.max_waiting
         if cap and self._live_waiters >= cap:
             raise TooManyWaiters(f"{self._live_waiters} requests are already waiting (max_waiting)")
-        waiter = Waiter(now)
+        waiter = Waiter(now, announced=announced)
         self._waiters.append(waiter)
         self._live_waiters += 1
         self._grow(now)
@@ -166,12 +168,12 @@ class PoolCore(CoreState):
         c.wait_time_total += waited
         c.wait_time_max = max(c.wait_time_max, waited)
         if slot.state is IN_USE:
-            self._count_acquire(slot, now)
+            self._count_acquire(slot, now, waiter.announced)
         return slot
 
-    def _count_acquire(self, slot: Slot, now: float) -> None:
+    def _count_acquire(self, slot: Slot, now: float, announced: bool) -> None:
         self.counters.acquires += 1
-        if self.observed:
+        if self.observed and not announced:
             self._emit("acquire", now - slot.asked_at)
 
     def cancel(self, waiter: Waiter, now: float, *, timed_out: bool = False) -> None:
@@ -204,12 +206,19 @@ class PoolCore(CoreState):
             self._emit("timeout")
 
     def check_for(
-        self, slot: Slot, alive: bool, now: float, deadline: float, wait: float
+        self,
+        slot: Slot,
+        alive: bool,
+        now: float,
+        deadline: float,
+        wait: float,
+        announced: bool = False,
     ) -> Check | None:
         """The check a slot just handed out needs before its borrower gets it, if any:
         one the core asked for (CHECKING), or one because the face's local look found
         the connection dead (``alive`` False). Within the request's ``deadline`` (of a
         ``wait`` seconds' request), but never under ``LAST_CHANCE`` seconds.
+        ``announced``: as for :meth:`acquire`.
 
         Reads only the borrower's own slot: no lock needed.
         """
@@ -221,8 +230,8 @@ class PoolCore(CoreState):
         if probe is None and cfg.writable:
             probe = (policy.READ_ONLY_PROBE, policy.WRITABLE)
         if probe is None:
-            return Check(slot, timeout, None, None, deadline, wait)
-        return Check(slot, timeout, probe[0], probe[1], deadline, wait)
+            return Check(slot, timeout, None, None, deadline, wait, announced)
+        return Check(slot, timeout, probe[0], probe[1], deadline, wait, announced)
 
     def check_done(self, check: Check | Slot, ok: bool, now: float) -> None:
         """The requester checked a slot: ``ok`` hands it out.
@@ -247,7 +256,7 @@ class PoolCore(CoreState):
             slot.checked_at = now  # cleared of any suspicion raised before now
             if not counted:
                 slot.state = IN_USE
-                self._count_acquire(slot, now)
+                self._count_acquire(slot, now, isinstance(check, Check) and check.announced)
             return
         self._suspect_before = now
         if counted:

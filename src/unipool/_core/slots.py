@@ -80,6 +80,8 @@ class Waiter:
     slot: Slot | None = None
     error: BaseException | None = None
     done: bool = False
+    #: listeners were told of this request's acquire already (a hand-out found dead)
+    announced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +147,8 @@ class Check:
     Report :meth:`PoolCore.check_done`.
 
     ``deadline`` and ``wait`` are the request's: a check that fails after the
-    deadline ends the request with a timeout of ``wait`` seconds.
+    deadline ends the request with a timeout of ``wait`` seconds. ``announced``:
+    listeners were told of the request's acquire already.
     """
 
     slot: Slot
@@ -154,6 +157,7 @@ class Check:
     expect: Any
     deadline: float
     wait: float
+    announced: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,10 +166,11 @@ class AsyncFace(Face):
         core = self.core
         now = self._now()
         deadline = now + timeout
+        announced = False  # listeners were told of an acquire already (found dead since)
         while True:
             if now >= self._next_tick and self._tg is None:
                 await self._tick()
-            got = core.acquire(now)
+            got = core.acquire(now, announced)
             if got.__class__ is Waiter:
                 got.token = self._parking.token()
             if core.actions:
@@ -181,9 +182,11 @@ class AsyncFace(Face):
             else:
                 slot = await self._wait(got, timeout, deadline)  # type: ignore[arg-type]
                 now = self._now()
-            alive = slot.state is IN_USE and slot.conn.alive()  # CHECKING: checked anyway
-            check = core.check_for(slot, alive, now, deadline, timeout)
+            in_use = slot.state is IN_USE  # CHECKING: checked anyway
+            alive = in_use and slot.conn.alive()
+            check = core.check_for(slot, alive, now, deadline, timeout, announced)
             if check is not None and not await self._check(check):
+                announced = announced or in_use
                 now = self._now()
                 continue
             if self._leak_reports:

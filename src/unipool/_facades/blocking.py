@@ -128,9 +128,10 @@ class BlockingFace(Face):
         lock = self._lock
         now = _monotonic()
         deadline = now + timeout
+        announced = False  # listeners were told of an acquire already (found dead since)
         while True:
             with lock:
-                got = core.acquire(now)
+                got = core.acquire(now, announced)
                 if got.__class__ is Waiter:
                     got.token = _parked_lock()
                 actions = core.take_actions() if core.actions else None
@@ -141,9 +142,11 @@ class BlockingFace(Face):
             else:
                 slot = self._wait(got, timeout, deadline)  # type: ignore[arg-type]
                 now = _monotonic()
-            alive = slot.state is IN_USE and slot.conn.alive()  # CHECKING: checked anyway
-            check = core.check_for(slot, alive, now, deadline, timeout)
+            in_use = slot.state is IN_USE  # CHECKING: checked anyway
+            alive = in_use and slot.conn.alive()
+            check = core.check_for(slot, alive, now, deadline, timeout, announced)
             if check is not None and not self._check(check):
+                announced = announced or in_use
                 now = _monotonic()
                 continue
             if self._leak_reports:
