@@ -15,10 +15,9 @@ import dataclasses
 import json
 import os
 import random
-import select
 import socket
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import anyio
@@ -46,6 +45,7 @@ from .._errors import (
 from .._record import Record, column_index
 from .._sql import reset_statement
 from ._bridged import AsyncBridge, SyncBridge
+from ._quiet import quiet_probe
 from ._session import (
     CANCEL_REQUEST_BOUND,
     CANCEL_WAIT,
@@ -99,14 +99,11 @@ def _socket(raw: asyncpg.Connection) -> Any:
     return None if transport is None else transport.get_extra_info("socket")
 
 
-def _poller(raw: asyncpg.Connection) -> select.poll | None:
-    """A poller on the connection's socket, if it can be found."""
+def _quiet_probe(raw: asyncpg.Connection) -> Callable[[], bool] | None:
+    """Whether the connection's socket has nothing to read, if the socket can be found
+    (`quiet_probe`: it keeps the GIL, which the loop thread would otherwise take)."""
     sock = _socket(raw)
-    if sock is None:
-        return None
-    poller = select.poll()
-    poller.register(sock.fileno(), select.POLLIN)
-    return poller
+    return None if sock is None else quiet_probe(sock.fileno())
 
 
 def _spare_cancel_requests(raw: asyncpg.Connection) -> None:
@@ -169,11 +166,11 @@ def _request_done(task: asyncio.Task[Any]) -> None:
 class AsyncpgConn:
     """An asyncpg connection behind the uniform interface (on its own loop)."""
 
-    __slots__ = ("_busy", "_owner", "_poller", "raw")
+    __slots__ = ("_busy", "_owner", "_quiet", "raw")
 
     def __init__(self, raw: asyncpg.Connection) -> None:
         self.raw = raw
-        self._poller = _poller(raw)
+        self._quiet = _quiet_probe(raw)
         self._owner = os.getpid()
         #: a call is in flight (its query may be running on the server)
         self._busy = False
@@ -314,7 +311,7 @@ class AsyncpgConn:
         """Not closed, and nothing waiting unread (EOF or an error from a killed backend)."""
         if self.raw.is_closed():
             return False
-        return self._poller is None or not self._poller.poll(0)
+        return self._quiet is None or self._quiet()
 
     def is_clean(self) -> bool:
         raw = self.raw
