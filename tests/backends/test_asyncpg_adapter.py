@@ -68,3 +68,28 @@ def test_a_cut_on_a_closed_loop_closes_the_socket(dsn: str) -> None:
     loop.close()
     conn.terminate()
     assert conn.raw._transport._sock is None
+
+
+@pytest.mark.parametrize("hosted", [True, False], ids=["hosted loop", "loop thread"])
+def test_under_trio_on_the_runs_own_loop_or_the_loop_thread(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, hosted: bool
+) -> None:
+    """asyncpg under trio runs on an asyncio loop hosted in the trio run, in trio's own
+    thread; where that cannot be (`HOSTED` False), on the shared loop thread."""
+    trio = pytest.importorskip("trio", reason="trio is not installed (unipool[trio])")
+    from unipool.backends import _hosted_loop
+
+    if hosted and not _hosted_loop.can_host():
+        pytest.skip("this interpreter's asyncio loop cannot be hosted")
+    monkeypatch.setattr(adapter, "HOSTED", hosted)
+
+    async def main() -> None:
+        conn = await adapter.BACKEND.connect_async(ConnectParams(dsn), "trio")
+        try:
+            assert await conn.fetchval("select 41 + 1", (), 0) == 42
+            on_this_thread = conn.inner.raw._loop is _hosted_loop.hosted_loop().loop
+            assert on_this_thread is hosted
+        finally:
+            await conn.close()
+
+    trio.run(main)

@@ -544,17 +544,39 @@ class AsyncpgBackend:
     async def connect_async(self, params: ConnectParams, runtime: Runtime) -> Any:
         if runtime == "asyncio":
             return await _connect(params)
-        from ._bridge import shared_loop
+        runner = _trio_runner()
+        conn: AsyncpgConn = await runner.acall(_connect, params)
+        return AsyncBridge(conn, runner, _killer(runner.loop, conn))
 
-        loop = shared_loop()
-        conn: AsyncpgConn = await loop.acall(_connect, params)
-        return AsyncBridge(conn, loop, _killer(loop.loop, conn))
+
+#: Whether asyncpg under trio runs on an asyncio loop hosted in the trio run (else on the
+#: shared loop thread); decided on first use.
+HOSTED: bool | None = None
+
+
+def _trio_runner() -> Any:
+    """The runner that takes asyncpg calls from trio: this run's hosted loop where the
+    interpreter's asyncio allows it (`_hosted_loop`), else the shared loop thread."""
+    global HOSTED
+    from . import _hosted_loop
+
+    if HOSTED is None:
+        HOSTED = _hosted_loop.can_host()
+    if HOSTED:
+        return _hosted_loop.hosted_loop()
+    from ._bridge import shared_loop
+
+    return shared_loop()
 
 
 def _killer(loop: asyncio.AbstractEventLoop, conn: AsyncpgConn) -> Any:
+    """Cut ``conn`` from any thread: on its loop, or here once that loop is closed."""
+
     def kill() -> None:
-        if not loop.is_closed():
+        try:
             loop.call_soon_threadsafe(conn.terminate)
+        except RuntimeError:  # its loop is closed: the cut closes the socket here
+            conn.terminate()
 
     return kill
 
