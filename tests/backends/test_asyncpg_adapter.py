@@ -9,6 +9,7 @@ import time
 import pytest
 from tests.conftest import Admin
 
+import unipool
 from unipool.backends.base import POOL_CALL, ConnectParams
 
 pytest.importorskip("asyncpg", reason="the asyncpg driver is not installed (unipool[asyncpg])")
@@ -93,3 +94,29 @@ def test_under_trio_on_the_runs_own_loop_or_the_loop_thread(
             await conn.close()
 
     trio.run(main)
+
+
+def test_a_cut_just_before_the_trio_run_ends_still_ends_the_query(dsn: str, admin: Admin) -> None:
+    """A busy connection on the run's hosted loop, cut from another thread (the watchdog)
+    just before the run ends: the cut's cancel request still reaches the server (no
+    client check is set to end the query otherwise)."""
+    trio = pytest.importorskip("trio", reason="trio is not installed (unipool[trio])")
+    import threading
+
+    params = ConnectParams(
+        dsn, kwargs={"server_settings": {"client_connection_check_interval": None}}
+    )
+    pids: list[int] = []
+
+    async def main() -> None:
+        conn = await adapter.BACKEND.connect_async(params, "trio")
+        pids.append(await conn.fetchval("select pg_backend_pid()", (), 0))
+        threading.Timer(0.3, conn.terminate).start()
+        with contextlib.suppress(unipool.Error):
+            await conn.fetchval("select pg_sleep(5)", (), 0)
+
+    trio.run(main)
+    start = time.monotonic()
+    while admin.value("select count(*) from pg_stat_activity where pid = %s", pids[0]):
+        assert time.monotonic() - start < 2.0, "the query runs on after the run ended"
+        time.sleep(0.02)

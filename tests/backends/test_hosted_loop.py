@@ -4,8 +4,10 @@ from other threads, and the end of the run. No server: plain asyncio coroutines.
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
+from collections.abc import AsyncIterator
 
 import anyio
 import pytest
@@ -178,3 +180,85 @@ def test_the_end_of_the_run_cancels_what_is_left_and_closes_the_loop() -> None:
         assert await hosted.acall(_answer, 2) == 2
 
     trio.run(next_run)
+
+
+def test_a_call_still_parked_when_the_run_ends_is_woken() -> None:
+    """A system task parked on a call when the run ends: its task is cancelled, and the
+    caller gets the outcome; the run ends."""
+    outcomes: list[str] = []
+
+    async def background() -> None:
+        try:
+            await hosted_loop().acall(asyncio.sleep, 3600)
+        except BaseException as exc:
+            outcomes.append(type(exc).__name__)
+            raise
+
+    async def main() -> None:
+        hosted_loop()
+        trio.lowlevel.spawn_system_task(background)
+        await trio.sleep(0.05)
+
+    start = time.monotonic()
+    trio.run(main)
+    assert time.monotonic() - start < 3.0
+    assert outcomes and outcomes[0] in ("Cancelled", "RuntimeError")
+
+
+def test_a_task_that_keeps_the_loop_busy_does_not_keep_the_run_alive() -> None:
+    async def poll_forever() -> None:
+        while True:  # noqa: ASYNC110 - a busy poll, on purpose
+            await asyncio.sleep(0)
+
+    async def start() -> None:
+        asyncio.get_running_loop().create_task(poll_forever())
+
+    async def main() -> None:
+        await hosted_loop().acall(start)
+        await trio.sleep(0.05)  # the trio side still gets its turns
+
+    begin = time.monotonic()
+    trio.run(main)
+    assert time.monotonic() - begin < 5.0
+
+
+def test_timers_follow_trios_clock() -> None:
+    """Under trio's autojump clock asyncio's sleep jumps with trio's, and a trio deadline
+    around it agrees with it."""
+    from trio.testing import MockClock
+
+    async def main() -> None:
+        start = time.monotonic()
+        with trio.move_on_after(5) as scope:
+            await hosted_loop().acall(asyncio.sleep, 2)
+        assert not scope.cancelled_caught
+        assert time.monotonic() - start < 1.0  # virtual seconds
+
+    trio.run(main, clock=MockClock(autojump_threshold=0))
+
+
+def test_async_generators_are_asyncios() -> None:
+    """An async generator dropped half-way on the loop is finalized by asyncio, its
+    cleanup awaiting asyncio."""
+    log: list[str] = []
+
+    async def numbers() -> AsyncIterator[int]:
+        try:
+            yield 1
+            yield 2
+        finally:
+            await asyncio.sleep(0)
+            log.append("cleaned up")
+
+    async def use() -> None:
+        gen = numbers()
+        await gen.__anext__()
+        del gen
+
+    async def main() -> None:
+        await hosted_loop().acall(use)
+        gc.collect()
+        await hosted_loop().acall(asyncio.sleep, 0.01)
+
+    trio.run(main)
+    assert log == ["cleaned up"]

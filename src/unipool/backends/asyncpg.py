@@ -577,6 +577,9 @@ def _killer(loop: asyncio.AbstractEventLoop, conn: AsyncpgConn) -> Any:
             loop.call_soon_threadsafe(conn.terminate)
         except RuntimeError:  # its loop is closed: the cut closes the socket here
             conn.terminate()
+        else:
+            if loop.is_closed():  # closed meanwhile: the cut may never run there
+                conn.terminate()
 
     return kill
 
