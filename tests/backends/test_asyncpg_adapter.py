@@ -120,3 +120,20 @@ def test_a_cut_just_before_the_trio_run_ends_still_ends_the_query(dsn: str, admi
     while admin.value("select count(*) from pg_stat_activity where pid = %s", pids[0]):
         assert time.monotonic() - start < 2.0, "the query runs on after the run ended"
         time.sleep(0.02)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_refused_overlapping_call_leaves_the_connection_busy(dsn: str) -> None:
+    """asyncpg refuses a second call while one runs; the first is still in flight, and a
+    cut still sends its cancel request."""
+    conn = await adapter.BACKEND.connect_async(ConnectParams(dsn), "asyncio")
+    try:
+        first = asyncio.ensure_future(conn.fetchval("select pg_sleep(0.3)", (), 0))
+        await asyncio.sleep(0.05)
+        with pytest.raises(unipool.Error):
+            await conn.fetchval("select 1", (), 0)
+        assert conn._busy == 1
+        await first
+        assert conn._busy == 0
+    finally:
+        await conn.close()

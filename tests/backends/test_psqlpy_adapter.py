@@ -539,3 +539,33 @@ def test_terminate_fails_a_trio_call_in_flight(dsn: str) -> None:
         return took
 
     assert all(t < 1.0 for t in trio.run(main))
+
+
+@pytest.mark.parametrize("same_start", [True, False], ids=["its session", "a later one"])
+def test_a_side_cancel_reaches_only_the_session_it_is_meant_for(dsn: str, same_start: bool) -> None:
+    """The cancel names the server process and when it started: a process id now used by
+    another session (or another server's) is left alone."""
+    import psycopg
+
+    target = psycopg.connect(dsn, autocommit=True)
+    pid = target.info.backend_pid
+    started = target.execute(
+        "select backend_start::text from pg_stat_activity where pid = pg_backend_pid()"
+    ).fetchone()[0]  # type: ignore[index]
+    outcome: list[str] = []
+
+    def sleep() -> None:
+        try:
+            target.execute("select pg_sleep(2)")
+            outcome.append("ran to its end")
+        except psycopg.errors.QueryCanceled:
+            outcome.append("cancelled")
+
+    thread = threading.Thread(target=sleep)
+    thread.start()
+    time.sleep(0.2)
+    claimed = started if same_start else "2000-01-01 00:00:00+00"
+    conn_module._cancel_in_new_loop(ConnectParams(dsn), pid, claimed)
+    thread.join(5)
+    target.close()
+    assert outcome == (["cancelled"] if same_start else ["ran to its end"])

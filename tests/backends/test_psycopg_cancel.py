@@ -4,6 +4,7 @@ that did not open the connection."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -85,3 +86,60 @@ def test_nothing_is_sent_for_an_idle_connection(dsn: str, monkeypatch: pytest.Mo
     with psycopg.connect(dsn, autocommit=True) as conn:
         _psycopg_cancel.cancel_before_cut(conn.pgconn, os.getpid())
     assert sent == []
+
+
+def test_a_descriptor_past_1024_is_no_obstacle(dsn: str, admin: Admin) -> None:
+    """The request waits on its socket with poll(), which takes any descriptor number."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        pytest.skip(f"the open-file limit ({soft}) leaves no descriptor past 1024")
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        conn, pid, thread = _busy(dsn)
+        assert conn.pgconn.socket >= 1024
+        _psycopg_cancel.cancel_before_cut(conn.pgconn, os.getpid())
+        conn.close()
+        took = _alive_after_cut(admin, pid)
+        thread.join(5)
+    finally:
+        for fd in filler:
+            os.close(fd)
+    assert took < ENDS_WITHIN, "the query ran on after its connection was cut"
+
+
+def test_the_cut_closes_even_when_no_request_can_be_sent(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No thread to be had (at interpreter exit, say): the connection is closed all the
+    same, and the unsent request logged."""
+
+    class NoThread(threading.Thread):
+        def start(self) -> None:
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    from unipool.backends.psycopg import SyncPsycopgConn
+
+    conn, _, thread = _busy(dsn)
+    monkeypatch.setattr(threading, "Thread", NoThread)  # the one _session starts
+    adapter = SyncPsycopgConn.__new__(SyncPsycopgConn)
+    adapter.raw, adapter._owner = conn, os.getpid()
+    with caplog.at_level(logging.DEBUG, logger="unipool"):
+        adapter.terminate()
+    assert conn.closed
+    assert "cancel request before a cut failed" in caplog.text
+    thread.join(5)
+
+
+def test_past_the_cap_no_request_is_sent(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from unipool.backends import _session
+
+    monkeypatch.setattr(_session, "MAX_CANCEL_THREADS", 0)
+    sent: list[bool] = []
+    with caplog.at_level(logging.DEBUG, logger="unipool"):
+        _session.cancel_in_background(lambda: sent.append(True))
+    assert sent == []
+    assert "not sent" in caplog.text

@@ -1,10 +1,10 @@
 """The cancel request psycopg sends for a query running on a connection the pool cuts.
 
 Cutting the socket alone leaves the query running on the server until it ends, unless the
-server checks for its client (`CLIENT_CHECK`: PostgreSQL 14+, not through PgBouncer). So a
-cut sends a cancel request first, in the background (`cancel_in_background`): with libpq 17
-and newer over libpq's non-blocking cancel connection, bounded by `CANCEL_REQUEST_BOUND`;
-with an older libpq through its blocking ``PQcancel``.
+server checks for its client (`CLIENT_CHECK`: PostgreSQL 14+). So a cut sends a cancel
+request first, in the background (`cancel_in_background`): where psycopg and libpq both
+have it (17+), over libpq's non-blocking cancel connection, bounded by
+`CANCEL_REQUEST_BOUND`; else through libpq's blocking ``PQcancel``.
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ import select
 import time
 from collections.abc import Callable
 
-from psycopg import pq
+from psycopg import capabilities, pq
 from psycopg.pq.abc import PGcancelConn, PGconn
 
-from ._session import CANCEL_REQUEST_BOUND, born_here, cancel_in_background
+from ._session import CANCEL_REQUEST_BOUND, born_here, cancel_in_background, log_unsent
 
 _ACTIVE = pq.TransactionStatus.ACTIVE
 _OK = pq.ConnStatus.OK
 _POLL_READING = pq.PollingStatus.READING
 _POLL_WRITING = pq.PollingStatus.WRITING
-_HAS_CANCEL_CONN = pq.version() >= 170000
+_HAS_CANCEL_CONN = capabilities.has_cancel_safe()  # libpq 17+, at build and at run time
 
 
 def cancel_before_cut(pgconn: PGconn, owner: int) -> None:
@@ -33,11 +33,15 @@ def cancel_before_cut(pgconn: PGconn, owner: int) -> None:
     if pgconn.status != _OK or pgconn.transaction_status != _ACTIVE or not born_here(owner):
         return
     send: Callable[[], object]
-    if _HAS_CANCEL_CONN:
-        cancel = pgconn.cancel_conn()  # a copy of what the request needs: outlives pgconn
-        send = lambda: _send(cancel)  # noqa: E731
-    else:
-        send = pgconn.get_cancel().cancel
+    try:
+        if _HAS_CANCEL_CONN:
+            cancel = pgconn.cancel_conn()  # a copy of what the request needs: outlives pgconn
+            send = lambda: _send(cancel)  # noqa: E731
+        else:
+            send = pgconn.get_cancel().cancel
+    except Exception as exc:  # closed meanwhile by another thread, say: the cut goes on
+        log_unsent(exc)
+        return
     cancel_in_background(send)
 
 
@@ -49,12 +53,12 @@ def _send(cancel: PGcancelConn) -> None:
         while (status := cancel.poll()) in (_POLL_READING, _POLL_WRITING):
             left = deadline - time.monotonic()
             if left <= 0:
-                return
-            sock = [cancel.socket]
-            if status == _POLL_READING:
-                select.select(sock, [], [], left)
-            else:
-                select.select([], sock, [], left)
+                raise TimeoutError(f"no answer within {CANCEL_REQUEST_BOUND:g} s")
+            poller = select.poll()  # any descriptor number, unlike select()
+            poller.register(
+                cancel.socket, select.POLLIN if status == _POLL_READING else select.POLLOUT
+            )
+            poller.poll(left * 1000)
         if status != pq.PollingStatus.OK:
             raise OSError(cancel.get_error_message())
     finally:

@@ -157,20 +157,50 @@ CANCEL_REQUEST_BOUND = 5.0
 def cancel_in_background(send: Callable[[], object], secrets: Iterable[str] = ()) -> None:
     """Send a cancel request for the query of a connection the pool cuts, in a thread of
     its own, so that the cut returns at once and the query ends on the server even where
-    nothing else ends it (PostgreSQL 13, PgBouncer: no `CLIENT_CHECK`).
+    the server does not check for its client (PostgreSQL 13, `CLIENT_CHECK` turned off).
 
     ``send`` bounds itself (`CANCEL_REQUEST_BOUND`); a failure is logged (DEBUG), its
     message without ``secrets``. The thread is a daemon: the process never waits for it.
+    At most `MAX_CANCEL_THREADS` run at once; past that the request is not sent (logged):
+    the server's own check is left to end the query. Never raises.
     """
+    global _cancel_threads
     secrets = tuple(secrets)
 
     def run() -> None:
+        global _cancel_threads
         try:
             send()
         except Exception as exc:  # the server may be gone: the cut stands either way
-            _log.debug("cancel request before a cut failed: %s", scrub(str(exc), secrets))
+            log_unsent(exc, secrets)
+        finally:
+            with _cancel_guard:
+                _cancel_threads -= 1
 
-    threading.Thread(target=run, name="unipool-cancel", daemon=True).start()
+    with _cancel_guard:
+        if _cancel_threads >= MAX_CANCEL_THREADS:
+            _log.debug(
+                "cancel request before a cut not sent: %d already under way", _cancel_threads
+            )
+            return
+        _cancel_threads += 1
+    try:
+        threading.Thread(target=run, name="unipool-cancel", daemon=True).start()
+    except Exception as exc:  # no thread to be had (at interpreter exit, say)
+        with _cancel_guard:
+            _cancel_threads -= 1
+        log_unsent(exc, secrets)
+
+
+def log_unsent(exc: BaseException, secrets: Iterable[str] = ()) -> None:
+    """Log (DEBUG) that a cancel request before a cut failed with ``exc``."""
+    _log.debug("cancel request before a cut failed: %s", scrub(repr(exc), tuple(secrets)))
+
+
+#: Cancel requests sent at once, at most; `_cancel_threads` are under way.
+MAX_CANCEL_THREADS = 32
+_cancel_threads = 0
+_cancel_guard = threading.Lock()
 
 
 def born_here(pid: int) -> bool:

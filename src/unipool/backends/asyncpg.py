@@ -52,6 +52,7 @@ from ._session import (
     born_here,
     connect_failed,
     is_lost,
+    log_unsent,
     refused_client_check,
     with_client_check,
 )
@@ -172,8 +173,9 @@ class AsyncpgConn:
         self.raw = raw
         self._quiet = _quiet_probe(raw)
         self._owner = os.getpid()
-        #: a call is in flight (its query may be running on the server)
-        self._busy = False
+        #: calls in flight (a query may be running on the server); a second one asyncpg
+        #: refuses while the first runs comes and goes
+        self._busy = 0
 
     async def _interrupted(self) -> None:
         """A call was cancelled: asyncpg cancels its query on the server in a task of its
@@ -193,75 +195,70 @@ class AsyncpgConn:
             self.terminate()
 
     async def execute(self, sql: str, args: Sequence[Any]) -> str:
-        self._busy = True
+        self._busy += 1
         try:
             return await self.raw.execute(sql, *args)  # type: ignore[no-any-return]
         except _ERRORS as exc:
             raise _map_error(exc, self.raw) from exc
         except asyncio.CancelledError:
-            self._busy = False  # asyncpg sends its own cancel request
             await self._interrupted()
             raise
         finally:
-            self._busy = False
+            self._busy -= 1
 
     async def executemany(self, sql: str, args_seq: Iterable[Sequence[Any]]) -> None:
-        self._busy = True
+        self._busy += 1
         try:
             await self.raw.executemany(sql, args_seq)
         except _ERRORS as exc:
             raise _map_error(exc, self.raw) from exc
         except asyncio.CancelledError:
-            self._busy = False  # asyncpg sends its own cancel request
             await self._interrupted()
             raise
         finally:
-            self._busy = False
+            self._busy -= 1
 
     async def fetch(self, sql: str, args: Sequence[Any]) -> list[Record]:
-        self._busy = True
+        self._busy += 1
         try:
             rows = await self.raw.fetch(sql, *args)
         except _ERRORS as exc:
             raise _map_error(exc, self.raw) from exc
         except asyncio.CancelledError:
-            self._busy = False  # asyncpg sends its own cancel request
             await self._interrupted()
             raise
         finally:
-            self._busy = False
+            self._busy -= 1
         return _records(rows)
 
     async def fetchrow(self, sql: str, args: Sequence[Any]) -> Record | None:
-        self._busy = True
+        self._busy += 1
         try:
             row = await self.raw.fetchrow(sql, *args)
         except _ERRORS as exc:
             raise _map_error(exc, self.raw) from exc
         except asyncio.CancelledError:
-            self._busy = False  # asyncpg sends its own cancel request
             await self._interrupted()
             raise
         finally:
-            self._busy = False
+            self._busy -= 1
         return None if row is None else _records([row])[0]
 
     async def fetchval(self, sql: str, args: Sequence[Any], column: int) -> Any:
-        self._busy = True
+        self._busy += 1
         try:
             return await self.raw.fetchval(sql, *args, column=column)
         except _ERRORS as exc:
             raise _map_error(exc, self.raw) from exc
         except asyncio.CancelledError:
-            self._busy = False  # asyncpg sends its own cancel request
             await self._interrupted()
             raise
         finally:
-            self._busy = False
+            self._busy -= 1
 
     async def copy_records(self, target: CopyTarget, records: Any) -> str:
         table, schema_name, columns = target
-        self._busy = True
+        self._busy += 1
         try:
             return await self.raw.copy_records_to_table(  # type: ignore[no-any-return]
                 table, records=records, columns=columns, schema_name=schema_name
@@ -269,15 +266,14 @@ class AsyncpgConn:
         except _ERRORS as exc:
             raise _map_error(exc, self.raw) from exc
         except asyncio.CancelledError:
-            self._busy = False  # asyncpg sends its own cancel request
             await self._interrupted()
             raise
         finally:
-            self._busy = False
+            self._busy -= 1
 
     async def copy_in(self, target: CopyTarget, source: Any, options: dict[str, Any]) -> str:
         table, schema_name, columns = target
-        self._busy = True
+        self._busy += 1
         try:
             return await self.raw.copy_to_table(  # type: ignore[no-any-return]
                 table, source=source, columns=columns, schema_name=schema_name, **options
@@ -285,15 +281,14 @@ class AsyncpgConn:
         except _ERRORS as exc:
             raise _map_error(exc, self.raw) from exc
         except asyncio.CancelledError:
-            self._busy = False  # asyncpg sends its own cancel request
             await self._interrupted()
             raise
         finally:
-            self._busy = False
+            self._busy -= 1
 
     async def copy_out(self, target: CopyTarget, output: Any, options: dict[str, Any]) -> str:
         table, schema_name, columns = target
-        self._busy = True
+        self._busy += 1
         try:
             return await self.raw.copy_from_table(  # type: ignore[no-any-return]
                 table, output=output, columns=columns, schema_name=schema_name, **options
@@ -301,11 +296,10 @@ class AsyncpgConn:
         except _ERRORS as exc:
             raise _map_error(exc, self.raw) from exc
         except asyncio.CancelledError:
-            self._busy = False  # asyncpg sends its own cancel request
             await self._interrupted()
             raise
         finally:
-            self._busy = False
+            self._busy -= 1
 
     def alive(self) -> bool:
         """Not closed, and nothing waiting unread (EOF or an error from a killed backend)."""
@@ -335,7 +329,10 @@ class AsyncpgConn:
 
     def terminate(self) -> None:
         if self._busy and born_here(self._owner):
-            _cancel_before_cut(self.raw)
+            try:
+                _cancel_before_cut(self.raw)
+            except Exception as exc:  # the cut goes on
+                log_unsent(exc)
         _spare_cancel_requests(self.raw)
         try:
             self.raw.terminate()

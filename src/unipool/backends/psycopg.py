@@ -381,8 +381,10 @@ class SyncPsycopgConn:
         self.raw.close()
 
     def terminate(self) -> None:
-        cancel_before_cut(self.raw.pgconn, self._owner)
-        self.raw.close()
+        try:
+            cancel_before_cut(self.raw.pgconn, self._owner)
+        finally:
+            self.raw.close()
 
     def fileno(self) -> int | None:
         return _fileno(self.raw)
@@ -495,12 +497,14 @@ class AsyncPsycopgConn:
         await self.raw.close()
 
     def terminate(self) -> None:
-        cancel_before_cut(self.raw.pgconn, self._owner)
-        finish = getattr(self.raw, "_finish", None)  # wakes a task waiting on the socket
-        if finish is not None:
-            finish()
-        else:
-            self.raw.pgconn.finish()
+        try:
+            cancel_before_cut(self.raw.pgconn, self._owner)
+        finally:
+            finish = getattr(self.raw, "_finish", None)  # wakes a task waiting on the socket
+            if finish is not None:
+                finish()
+            else:
+                self.raw.pgconn.finish()
 
     def fileno(self) -> int | None:
         return _fileno(self.raw)

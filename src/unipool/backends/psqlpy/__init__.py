@@ -69,13 +69,23 @@ async def _connect_once(params: ConnectParams) -> PsqlpyConn:
         if params.pgbouncer:
             unprepared = await _names_pass_through(raw)
             return PsqlpyConn(raw, 0, params, unprepared=unprepared)
-        pid = await raw.fetch_val("SELECT pg_backend_pid()")
+        session = await raw.fetch_val(_SESSION)
     except BaseException as exc:
         raw.close()
         if isinstance(exc, pe.Error):
             raise connect_error(exc, params) from exc
         raise
-    return PsqlpyConn(raw, int(pid), params)
+    pid, _, started = str(session).partition(" ")
+    return PsqlpyConn(raw, int(pid), params, started=started)
+
+
+#: The server process of a connection and when it started: what a cancel from a side
+#: connection checks, so that it never reaches another session (another server's of a
+#: multi-host DSN, or a later one given the same process id).
+_SESSION = (
+    "SELECT pg_backend_pid()::text || ' ' || coalesce("
+    "(SELECT backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()), '')"
+)
 
 
 async def _names_pass_through(raw: Any) -> bool:

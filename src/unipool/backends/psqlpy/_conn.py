@@ -73,15 +73,23 @@ class PsqlpyConn:
 
     __slots__ = ("__weakref__", "_abandoned", "_bouncer", "_broken", "_busy", "_cut",
                  "_loop", "_numeric", "_params", "_pid", "_prepared", "_raw", "_shapes",
-                 "_task", "_thread", "_tx")  # fmt: skip
+                 "_started", "_task", "_thread", "_tx")  # fmt: skip
 
     def __init__(
-        self, raw: Any, pid: int, params: ConnectParams, *, unprepared: bool = False
+        self,
+        raw: Any,
+        pid: int,
+        params: ConnectParams,
+        *,
+        unprepared: bool = False,
+        started: str = "",
     ) -> None:
         """``unprepared``: behind a pooler that may run each step of a statement on another
-        server, psqlpy prepares nothing that lasts, and statements run in transactions."""
+        server, psqlpy prepares nothing that lasts, and statements run in transactions.
+        ``pid`` and ``started``: the server process and its ``backend_start`` (as text)."""
         self._raw = raw
         self._pid = pid
+        self._started = started
         self._params = params
         #: behind PgBouncer: no server process of our own (``pid`` is 0)
         self._bouncer = params.pgbouncer
@@ -199,7 +207,7 @@ class PsqlpyConn:
             self._broken = True
             return
         try:
-            await _cancel_backend(self._params, self._pid)
+            await _cancel_backend(self._params, self._pid, self._started)
         except BaseException:
             self._broken = True
             raise
@@ -484,8 +492,8 @@ class PsqlpyConn:
         """Close the connection, from any thread; a call in flight on asyncio fails with
         `ConnectionLost` at once (its task is cancelled, on its own loop)."""
         if self._busy and not (self._broken or self._bouncer or _fork.forked):
-            params, pid = self._params, self._pid
-            cancel_in_background(lambda: _cancel_in_new_loop(params, pid), params.secrets)
+            params, pid, started = self._params, self._pid, self._started
+            cancel_in_background(lambda: _cancel_in_new_loop(params, pid, started), params.secrets)
         self._broken = True
         _live.discard(self)
         self._raw.close()
@@ -508,19 +516,27 @@ class PsqlpyConn:
             task.cancel(_CUT_CANCEL)
 
 
-async def _cancel_backend(params: ConnectParams, pid: int) -> None:
-    """Cancel what server process ``pid`` runs, from a side connection."""
+async def _cancel_backend(params: ConnectParams, pid: int, started: str) -> None:
+    """Cancel what server process ``pid`` runs, from a side connection, if that process
+    started at ``started`` (``backend_start`` as text; empty: not checked)."""
     dsn, kwargs = connect_args(params, side=True)
     side = await psqlpy.connect(dsn=dsn, **kwargs)
     try:
-        await side.execute("SELECT pg_cancel_backend($1)", [pid])
+        await side.execute(_CANCEL, [pid, started])
     finally:
         side.close()
 
 
-def _cancel_in_new_loop(params: ConnectParams, pid: int) -> None:
+#: The cancel, only for the session it is meant for (`_SESSION` of ``__init__``).
+_CANCEL = (
+    "SELECT pg_cancel_backend(pid) FROM pg_stat_activity"
+    " WHERE pid = $1 AND ($2 = '' OR backend_start::text = $2)"
+)
+
+
+def _cancel_in_new_loop(params: ConnectParams, pid: int, started: str) -> None:
     """`_cancel_backend` within `CANCEL_REQUEST_BOUND`, on a loop of its own."""
-    asyncio.run(asyncio.wait_for(_cancel_backend(params, pid), CANCEL_REQUEST_BOUND))
+    asyncio.run(asyncio.wait_for(_cancel_backend(params, pid, started), CANCEL_REQUEST_BOUND))
 
 
 _get_ident = threading.get_ident
