@@ -12,6 +12,7 @@ one client's statement with another's parameters. Without the preset it does.
 from __future__ import annotations
 
 import collections
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -290,6 +291,43 @@ async def test_psqlpy_gives_up_a_cancelled_connection(mode: str, bouncer: PgBoun
         assert await pool.fetchval("select $1::int + 1", 1) == 2
         stats = pool.stats()
     assert (stats.recycled["broken"], stats.connects) == (1, 2)
+
+
+def _running(server: TempServer, tag: str) -> int:
+    """How many queries tagged ``tag`` run on ``server``."""
+    with psycopg.connect(server.dsn(), autocommit=True) as admin:
+        row = admin.execute(
+            "select count(*) from pg_stat_activity where state = 'active' and query like %s"
+            " and pid <> pg_backend_pid()",
+            (f"%{tag}%",),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def test_a_cut_behind_pgbouncer_ends_the_query(
+    mode: str, bouncer: PgBouncer, server: TempServer
+) -> None:
+    """psycopg: a borrower in a long query, ``close(timeout)`` past it: the cut delivers
+    its cancel request before it closes the connection (PgBouncer refuses one that comes
+    after the client left), so the query ends on the server (which checks nothing here)."""
+    pytest.importorskip("psycopg", reason="the psycopg driver is not installed")
+    tag = f"bounced_cut_{mode}"
+    async with open_pool(mode, bouncer.dsn(), "psycopg", max_size=1, pgbouncer=True) as pool:
+        conn = await pool.getconn()
+
+        async def borrower() -> None:
+            with contextlib.suppress(unipool.Error):
+                await conn.fetchval(f"select pg_sleep(5) /* {tag} */")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(borrower)
+            with anyio.fail_after(3):
+                while not await in_thread(_running, server, tag):  # noqa: ASYNC110 - polled
+                    await anyio.sleep(0.02)
+            await pool.close(timeout=0.3)
+    with anyio.fail_after(2):  # it would run on for the rest of its 5 s
+        while await in_thread(_running, server, tag):  # noqa: ASYNC110 - the server is polled
+            await anyio.sleep(0.02)
 
 
 def test_option_is_validated() -> None:

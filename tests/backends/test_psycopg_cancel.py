@@ -124,7 +124,7 @@ def test_the_cut_closes_even_when_no_request_can_be_sent(
     conn, _, thread = _busy(dsn)
     monkeypatch.setattr(threading, "Thread", NoThread)  # the one _session starts
     adapter = SyncPsycopgConn.__new__(SyncPsycopgConn)
-    adapter.raw, adapter._owner = conn, os.getpid()
+    adapter.raw, adapter._owner, adapter._bouncer = conn, os.getpid(), False
     with caplog.at_level(logging.DEBUG, logger="unipool"):
         adapter.terminate()
     assert conn.closed

@@ -16,7 +16,13 @@ from collections.abc import Callable
 from psycopg import capabilities, pq
 from psycopg.pq.abc import PGcancelConn, PGconn
 
-from ._session import CANCEL_REQUEST_BOUND, born_here, cancel_in_background, log_unsent
+from ._session import (
+    CANCEL_REQUEST_BOUND,
+    CANCEL_WAIT,
+    born_here,
+    cancel_in_background,
+    log_unsent,
+)
 
 _ACTIVE = pq.TransactionStatus.ACTIVE
 _OK = pq.ConnStatus.OK
@@ -25,11 +31,14 @@ _POLL_WRITING = pq.PollingStatus.WRITING
 _HAS_CANCEL_CONN = capabilities.has_cancel_safe()  # libpq 17+, at build and at run time
 
 
-def cancel_before_cut(pgconn: PGconn, owner: int) -> None:
+def cancel_before_cut(pgconn: PGconn, owner: int, *, deliver: bool = False) -> None:
     """Before ``pgconn`` is closed: if a query runs on it, have it cancelled on the server.
 
     ``owner``: the process that opened the connection; none is sent from another (after
-    ``os.fork()`` the session is the parent's, and so is its query)."""
+    ``os.fork()`` the session is the parent's, and so is its query). ``deliver``: send it
+    here and wait until it is delivered, up to `CANCEL_WAIT`, before the connection is
+    closed (behind PgBouncer, which forgets a client that left and then refuses its
+    request); else in the background."""
     if pgconn.status != _OK or pgconn.transaction_status != _ACTIVE or not born_here(owner):
         return
     send: Callable[[], object]
@@ -42,18 +51,24 @@ def cancel_before_cut(pgconn: PGconn, owner: int) -> None:
     except Exception as exc:  # closed meanwhile by another thread, say: the cut goes on
         log_unsent(exc)
         return
+    if deliver and _HAS_CANCEL_CONN:
+        try:
+            _send(cancel, CANCEL_WAIT)
+        except Exception as exc:  # not delivered in time: the cut goes on
+            log_unsent(exc)
+        return
     cancel_in_background(send)
 
 
-def _send(cancel: PGcancelConn) -> None:
-    """Send the request over libpq's non-blocking cancel connection, within the bound."""
-    deadline = time.monotonic() + CANCEL_REQUEST_BOUND
+def _send(cancel: PGcancelConn, bound: float = CANCEL_REQUEST_BOUND) -> None:
+    """Send the request over libpq's non-blocking cancel connection, within ``bound`` s."""
+    deadline = time.monotonic() + bound
     try:
         cancel.start()
         while (status := cancel.poll()) in (_POLL_READING, _POLL_WRITING):
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"no answer within {CANCEL_REQUEST_BOUND:g} s")
+                raise TimeoutError(f"no answer within {bound:g} s")
             poller = select.poll()  # any descriptor number, unlike select()
             poller.register(
                 cancel.socket, select.POLLIN if status == _POLL_READING else select.POLLOUT

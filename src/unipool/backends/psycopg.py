@@ -279,13 +279,15 @@ class _Liveness:
 class SyncPsycopgConn:
     """A blocking psycopg connection behind the uniform interface."""
 
-    __slots__ = ("_cur", "_live", "_owner", "raw")
+    __slots__ = ("_bouncer", "_cur", "_live", "_owner", "raw")
 
-    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+    def __init__(self, raw: psycopg.Connection[Any], bouncer: bool = False) -> None:
+        """``bouncer``: behind PgBouncer (a cut delivers its cancel request first)."""
         self.raw = raw
         self._cur = raw.cursor()
         self._live = _Liveness(raw)
         self._owner = os.getpid()
+        self._bouncer = bouncer
 
     def execute(self, sql: str, args: Sequence[Any]) -> str:
         cur = self._cur
@@ -382,7 +384,7 @@ class SyncPsycopgConn:
 
     def terminate(self) -> None:
         try:
-            cancel_before_cut(self.raw.pgconn, self._owner)
+            cancel_before_cut(self.raw.pgconn, self._owner, deliver=self._bouncer)
         finally:
             self.raw.close()
 
@@ -393,13 +395,15 @@ class SyncPsycopgConn:
 class AsyncPsycopgConn:
     """An async psycopg connection (asyncio or trio) behind the uniform interface."""
 
-    __slots__ = ("_cur", "_live", "_owner", "raw")
+    __slots__ = ("_bouncer", "_cur", "_live", "_owner", "raw")
 
-    def __init__(self, raw: psycopg.AsyncConnection[Any]) -> None:
+    def __init__(self, raw: psycopg.AsyncConnection[Any], bouncer: bool = False) -> None:
+        """``bouncer``: behind PgBouncer (a cut delivers its cancel request first)."""
         self.raw = raw
         self._cur = raw.cursor()
         self._live = _Liveness(raw)
         self._owner = os.getpid()
+        self._bouncer = bouncer
 
     async def execute(self, sql: str, args: Sequence[Any]) -> str:
         cur = self._cur
@@ -498,7 +502,7 @@ class AsyncPsycopgConn:
 
     def terminate(self) -> None:
         try:
-            cancel_before_cut(self.raw.pgconn, self._owner)
+            cancel_before_cut(self.raw.pgconn, self._owner, deliver=self._bouncer)
         finally:
             finish = getattr(self.raw, "_finish", None)  # wakes a task waiting on the socket
             if finish is not None:
@@ -534,7 +538,7 @@ class PsycopgBackend:
             raise _connect_error(exc, params) from exc
         raw.cursor_factory = psycopg.RawCursor
         _configure(raw, params)
-        return SyncPsycopgConn(raw)
+        return SyncPsycopgConn(raw, params.pgbouncer)
 
     async def connect_async(self, params: ConnectParams, runtime: Runtime) -> AsyncPsycopgConn:
         if runtime == "trio":
@@ -557,7 +561,7 @@ class PsycopgBackend:
             raise _connect_error(exc, params) from exc
         raw.cursor_factory = psycopg.AsyncRawCursor
         _configure(raw, params)
-        return AsyncPsycopgConn(raw)
+        return AsyncPsycopgConn(raw, params.pgbouncer)
 
 
 BACKEND = PsycopgBackend()
