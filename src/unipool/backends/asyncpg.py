@@ -10,7 +10,6 @@ broken.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import os
@@ -44,10 +43,10 @@ from .._errors import (
 )
 from .._record import Record, column_index
 from .._sql import reset_statement
+from ._asyncpg_cancel import cancel_before_cut, spare_cancel_requests
 from ._bridged import AsyncBridge, SyncBridge
 from ._quiet import quiet_probe
 from ._session import (
-    CANCEL_REQUEST_BOUND,
     CANCEL_WAIT,
     born_here,
     connect_failed,
@@ -107,70 +106,15 @@ def _quiet_probe(raw: asyncpg.Connection) -> Callable[[], bool] | None:
     return None if sock is None else quiet_probe(sock.fileno())
 
 
-def _spare_cancel_requests(raw: asyncpg.Connection) -> None:
-    """Take asyncpg's cancel requests in flight out of its hands before the connection is
-    dropped (private API: ``_cancellations``), to be cancelled only if still running
-    `CANCEL_REQUEST_BOUND` seconds later: they reach the server, so no query is left
-    running there, and asyncpg does not cut one short while it opens its socket (which
-    logs a never-retrieved ``ConnectionError``). Nothing is done on a closed loop."""
-    pending = getattr(raw, "_cancellations", None)
-    if not pending:
-        return
-    for task in pending:
-        loop = task.get_loop()
-        if task.done() or loop.is_closed():
-            continue
-        timer = loop.call_later(CANCEL_REQUEST_BOUND, task.cancel)
-        task.add_done_callback(lambda _, timer=timer: timer.cancel())
-    pending.clear()
-
-
-#: Cancel requests sent before a cut, kept until they end.
-_requests: set[asyncio.Task[Any]] = set()
-
-
-def _cancel_before_cut(raw: asyncpg.Connection) -> None:
-    """Before ``raw`` is cut while a call runs on it: send a cancel request (bounded by
-    `CANCEL_REQUEST_BOUND`) on its loop, so that the query ends on the server even where
-    the server does not check for its client (private API: ``connect_utils._cancel``,
-    what asyncpg's own cancel sends; nothing is sent without it)."""
-    protocol = getattr(raw, "_protocol", None)
-    send = getattr(asyncpg.connect_utils, "_cancel", None)
-    if protocol is None or send is None:
-        return
-    loop = raw._loop
-    request = {
-        "addr": raw._addr,
-        "params": raw._params,
-        "backend_pid": protocol.backend_pid,
-        "backend_secret": protocol.backend_secret,
-    }
-
-    def start() -> None:
-        task = loop.create_task(asyncio.wait_for(send(loop=loop, **request), CANCEL_REQUEST_BOUND))
-        _requests.add(task)
-        task.add_done_callback(_request_done)
-
-    if asyncio._get_running_loop() is loop:
-        start()
-    else:
-        with contextlib.suppress(RuntimeError):  # its loop is closed: nothing runs there
-            loop.call_soon_threadsafe(start)
-
-
-def _request_done(task: asyncio.Task[Any]) -> None:
-    _requests.discard(task)
-    if not task.cancelled():
-        task.exception()  # retrieved: a server that is gone fails the request, as expected
-
-
 class AsyncpgConn:
     """An asyncpg connection behind the uniform interface (on its own loop)."""
 
-    __slots__ = ("_busy", "_owner", "_quiet", "raw")
+    __slots__ = ("_bouncer", "_busy", "_owner", "_quiet", "raw")
 
-    def __init__(self, raw: asyncpg.Connection) -> None:
+    def __init__(self, raw: asyncpg.Connection, bouncer: bool = False) -> None:
+        """``bouncer``: behind PgBouncer (a cut delivers its cancel request first)."""
         self.raw = raw
+        self._bouncer = bouncer
         self._quiet = _quiet_probe(raw)
         self._owner = os.getpid()
         #: calls in flight (a query may be running on the server); a second one asyncpg
@@ -330,10 +274,16 @@ class AsyncpgConn:
     def terminate(self) -> None:
         if self._busy and born_here(self._owner):
             try:
-                _cancel_before_cut(self.raw)
+                cancel_before_cut(self.raw, self._cut if self._bouncer else None)
             except Exception as exc:  # the cut goes on
                 log_unsent(exc)
-        _spare_cancel_requests(self.raw)
+            else:
+                if self._bouncer:
+                    return  # cut once the request is delivered
+        self._cut()
+
+    def _cut(self) -> None:
+        spare_cancel_requests(self.raw)
         try:
             self.raw.terminate()
         except RuntimeError:  # its event loop is closed: close the socket here (private API)
@@ -519,7 +469,7 @@ async def _connect_once(params: ConnectParams) -> AsyncpgConn:
     except BaseException:
         raw.terminate()
         raise
-    return AsyncpgConn(raw)
+    return AsyncpgConn(raw, params.pgbouncer)
 
 
 class AsyncpgBackend:
