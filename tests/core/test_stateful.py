@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -113,7 +114,9 @@ class PoolMachine(RuleBasedStateMachine):
                 slot = action.slot
                 assert slot.state is OPENING and slot not in self.opens
                 assert self.core.size <= self.core.config.max_size, "opened past max_size"
-                assert self.now >= backoff.retry_at, "opened before the backoff delay"
+                # rule 6: during an outage a waiting request may probe, whatever the backoff
+                probe = bool(self.core._live_waiters) and backoff.may_probe(self.now)
+                assert self.now >= backoff.retry_at or probe, "opened before the backoff delay"
                 if backoff.failures:
                     assert self.core.opening == 1, "more than one probe while failing"
                 self.opens.append(slot)
@@ -156,7 +159,9 @@ class PoolMachine(RuleBasedStateMachine):
             self.collect()
             return
         except ConnectError as exc:  # rule 6: the server is down
-            assert exc is self.core.last_connect_error
+            last = self.core.last_connect_error
+            # a copy of the last error, each raise its own (its traceback is the caller's)
+            assert type(exc) is type(last) and exc.args == last.args
             assert not self.queued and not self.opens
             assert all(s.state is CLOSING for s in self.core.slots.values())
             self.collect()
@@ -416,3 +421,30 @@ class PoolMachine(RuleBasedStateMachine):
 
 PoolMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
 test_pool_core = PoolMachine.TestCase
+
+
+class _First:
+    """Draws the first item, for replaying a sequence by hand."""
+
+    def draw(self, strategy: object) -> int:
+        return 0
+
+
+@pytest.mark.parametrize("probe_after", [0.0, 0.06], ids=["down at once", "probe at 60 ms"])
+def test_an_outage_seen_by_a_request(probe_after: float) -> None:
+    """Two sequences the machine found: during an outage a request either fails at once
+    with a copy of the last connection error, or, past ``OUTAGE_PROBE``, starts an attempt
+    before the backoff's own retry time (rule 6)."""
+    machine = PoolMachine()
+    machine.setup(min_size=1, extra=0, max_waiting=0, max_queries=0, max_lifetime=None,
+                  max_idle=None, check_after=None, reconnect_timeout=None, seed=0)  # fmt: skip
+    draw: Any = _First()
+    machine.request()
+    machine.cancel(data=draw, timed_out=False)
+    machine.finish_open(data=draw, outcome="fail")
+    machine.tick(dt=1.0)
+    machine.finish_open(data=draw, outcome="fail")
+    if probe_after:
+        machine.advance(dt=probe_after)
+    machine.request()
+    machine.teardown()
