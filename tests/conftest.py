@@ -20,10 +20,17 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import settings
 
 from tests._modes import MODES, ModePool, open_pool
 from unipool._pgbin import supports_ssl
 from unipool.testing import ServerBinariesNotFound, TempServer, find_pg_bindir
+
+# The property tests explore the same examples every run, so that a run of the suite is
+# as good as the last; to explore more while changing the core, load hypothesis's
+# "default" profile here instead, and give ``--hypothesis-seed``.
+settings.register_profile("unipool", derandomize=True)
+settings.load_profile("unipool")
 
 BACKENDS = ("psycopg", "asyncpg", "psqlpy")
 _DRIVERS = {"psycopg": "psycopg", "asyncpg": "asyncpg", "psqlpy": "psqlpy"}
