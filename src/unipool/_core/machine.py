@@ -113,8 +113,7 @@ class PoolCore(CoreState):
         """Serve a new request: a slot (IN_USE, or CHECKING) or a queued waiter.
 
         The requester then asks :meth:`check_for` whether the slot needs a check.
-        ``announced``: the request is asked again after a connection handed out to it
-        was found dead, and listeners were told of its acquire then (not twice).
+        ``announced``: asked again after a hand-out found dead, already announced.
 
         Raises:
             PoolClosed: the pool is closing.
@@ -217,8 +216,8 @@ class PoolCore(CoreState):
         """The check a slot just handed out needs before its borrower gets it, if any:
         one the core asked for (CHECKING), or one because the face's local look found
         the connection dead (``alive`` False). Within the request's ``deadline`` (of a
-        ``wait`` seconds' request), but never under ``LAST_CHANCE`` seconds.
-        ``announced``: as for :meth:`acquire`.
+        ``wait`` seconds' request), but never under ``LAST_CHANCE`` seconds (``announced``:
+        as for :meth:`acquire`).
 
         Reads only the borrower's own slot: no lock needed.
         """

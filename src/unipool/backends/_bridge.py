@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
+from ._trio_local import KiProtected
 from ._trio_wakes import trio_wakes
 
 if TYPE_CHECKING:
@@ -228,8 +229,7 @@ class LoopThread:
         On trio cancellation the task is cancelled and waited for, then
         `trio.Cancelled` propagates.
         """
-        run = _acall_protected or _protect_acall()
-        result: T = await run(self, fn, args)
+        result: T = await _acall_protected(self, fn, args)
         return result
 
     def stop(self, grace: float = 0.0) -> None:
@@ -314,16 +314,8 @@ async def _acall(lt: LoopThread, fn: Callable[..., Awaitable[Any]], args: tuple[
     return await trio.lowlevel.wait_task_rescheduled(job.abort)
 
 
-_acall_protected: Callable[..., Awaitable[Any]] | None = None
-
-
-def _protect_acall() -> Callable[..., Awaitable[Any]]:
-    """`_acall` with trio's KeyboardInterrupt protection (trio is imported on first use)."""
-    global _acall_protected
-    import trio
-
-    _acall_protected = trio.lowlevel.enable_ki_protection(_acall)
-    return _acall_protected
+#: `_acall` with trio's KeyboardInterrupt protection.
+_acall_protected = KiProtected(_acall)
 
 
 def _lock_timeout(timeout: float | None) -> float:

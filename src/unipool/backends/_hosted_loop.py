@@ -25,11 +25,12 @@ import contextvars
 import logging
 import math
 import sys
-import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import sniffio
+
+from ._trio_local import KiProtected, run_local
 
 if TYPE_CHECKING:
     import trio
@@ -183,8 +184,7 @@ class HostedLoop:
         outcome. On trio cancellation the task on the loop is cancelled and waited for,
         then `trio.Cancelled` propagates (unless the task finished anyway: its outcome is
         the caller's)."""
-        run = _acall_protected or _protect_acall()
-        result: T = await run(self, fn, args)
+        result: T = await _acall_protected(self, fn, args)
         return result
 
 
@@ -236,36 +236,19 @@ async def _on_loop(fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> 
     return await fn(*args)
 
 
-_acall_protected: Callable[..., Awaitable[Any]] | None = None
-
-
-def _protect_acall() -> Callable[..., Awaitable[Any]]:
-    """`_acall` with trio's KeyboardInterrupt protection: an interrupt comes through
-    `abort`, which cancels the task on the loop (trio is imported on first use)."""
-    global _acall_protected
-    import trio
-
-    _acall_protected = trio.lowlevel.enable_ki_protection(_acall)
-    return _acall_protected
-
-
-_hosted: trio.lowlevel.RunVar[HostedLoop] | None = None
-_making = threading.Lock()
+#: `_acall` with trio's KeyboardInterrupt protection: an interrupt comes through `abort`,
+#: which cancels the task on the loop.
+_acall_protected = KiProtected(_acall)
 
 
 def hosted_loop() -> HostedLoop:
     """This trio run's hosted loop, made and started on first use; call it in trio."""
+    return run_local("hosted_loop", _start)
+
+
+def _start() -> HostedLoop:
     import trio
 
-    global _hosted
-    if _hosted is None:
-        with _making:  # trio runs in other threads may get here at the same time
-            if _hosted is None:
-                _hosted = trio.lowlevel.RunVar("unipool_hosted_loop")
-    try:
-        return _hosted.get()
-    except LookupError:
-        hosted = HostedLoop()
-        trio.lowlevel.spawn_system_task(hosted.drive, name="unipool-hosted-asyncio-loop")
-        _hosted.set(hosted)
-        return hosted
+    hosted = HostedLoop()
+    trio.lowlevel.spawn_system_task(hosted.drive, name="unipool-hosted-asyncio-loop")
+    return hosted

@@ -9,10 +9,11 @@ many callbacks join it, and runs the batch in trio in the order they came.
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from ._trio_local import run_local
 
 if TYPE_CHECKING:
     import trio
@@ -51,22 +52,12 @@ class TrioWakes:
             callbacks.popleft()()
 
 
-_wakes: trio.lowlevel.RunVar[TrioWakes] | None = None
-_making = threading.Lock()
-
-
 def trio_wakes() -> TrioWakes:
     """This trio run's `TrioWakes` (made on first use); call it in trio."""
+    return run_local("trio_wakes", _make)
+
+
+def _make() -> TrioWakes:
     import trio
 
-    global _wakes
-    if _wakes is None:
-        with _making:  # trio runs in other threads may get here at the same time
-            if _wakes is None:
-                _wakes = trio.lowlevel.RunVar("unipool_trio_wakes")
-    try:
-        return _wakes.get()
-    except LookupError:
-        wakes = TrioWakes(trio.lowlevel.current_trio_token())
-        _wakes.set(wakes)
-        return wakes
+    return TrioWakes(trio.lowlevel.current_trio_token())
