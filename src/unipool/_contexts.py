@@ -66,7 +66,9 @@ class AcquireContext:
             return
         face: AsyncFace = conn._face
         if conn._face is self._pool._face:  # the face that lent it, on this loop (the same block)
-            await face.release(conn, exc)
+            rest = face.give_back(conn, exc)  # no coroutine unless there is more to do
+            if rest is not None:
+                await rest
         else:
             await self._pool._arelease(conn, exc)
 

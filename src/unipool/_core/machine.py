@@ -277,8 +277,9 @@ class PoolCore(CoreState):
         self.release(check.slot, now, reusable=False, cause="broken")
 
     def _pop_idle(self, now: float) -> Slot | None:
-        while self._idle:
-            slot = self._idle.pop()
+        idle = self._idle
+        while idle:
+            slot = idle.pop()
             reason = self.retire_reason(slot, now)
             if reason is not None:
                 self._close(slot, reason, now)

@@ -201,7 +201,8 @@ class CoreState:
 
     def _over_size(self) -> bool:
         max_size = self.config.max_size
-        return self.size > max_size and self.size - self._closing_count() > max_size
+        size = len(self.slots)
+        return size > max_size and size - self._closing_count() > max_size
 
     # -- checking ----------------------------------------------------------
 

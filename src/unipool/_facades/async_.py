@@ -12,8 +12,9 @@ is a checkpoint (DESIGN §11); a give-back completes even when cancelled.
 from __future__ import annotations
 
 import math
+import types
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 import anyio
@@ -239,6 +240,16 @@ class AsyncFace(Face):
     async def release(self, conn: AsyncConnection, error: BaseException | None = None) -> None:
         """Give ``conn`` back (its borrow ended with ``error``, if it failed): reset it
         if the core says so, or replace it. Completes even when cancelled."""
+        rest = self.give_back(conn, error)
+        if rest is not None:
+            await rest
+
+    def give_back(
+        self, conn: AsyncConnection, error: BaseException | None = None
+    ) -> Awaitable[None] | None:
+        """What :meth:`release` does up to its first await: the connection is back in the
+        pool (or handed to a waiter) on return; what is left to await (a close, a reset,
+        the timed work), or None, the common case, with no coroutine made for it."""
         if conn._face is not self:
             raise InterfaceError("this connection was not borrowed from this pool")
         slot = conn._detach()
@@ -248,11 +259,20 @@ class AsyncFace(Face):
         reset = core.give_back(
             slot, now, error=error, dirty=conn._dirty, clean=driver.is_clean(), noted=conn._noted
         )
-        if core.actions and (closes := self._dispatch(core.take_actions())):
+        closes = self._dispatch(core.take_actions()) if core.actions else None
+        tick = now >= self._next_tick and self._tg is None
+        if closes or reset is not None or tick:
+            return self._finish_give_back(closes, reset, tick)
+        return None
+
+    async def _finish_give_back(
+        self, closes: list[Close] | None, reset: Reset | None, tick: bool
+    ) -> None:
+        if closes:
             await self._close_slots(closes)
         if reset is not None:
             await self._reset(reset)
-        if now >= self._next_tick and self._tg is None:
+        if tick:
             await self._tick()
 
     async def _reset(self, reset: Reset) -> None:
@@ -429,13 +449,19 @@ def _checkpoints(
     first in first out, one plain yield before; on trio, which runs the tasks of one batch
     in random order, trio's own pattern for a fair lock."""
     if runtime == "asyncio":
-        import asyncio
-
-        return (lambda: asyncio.sleep(0)), None
+        return _yield_once, None
     import trio
 
     low = trio.lowlevel
     return low.checkpoint_if_cancelled, low.cancel_shielded_checkpoint
+
+
+@types.coroutine
+def _yield_once() -> Generator[None, None, None]:
+    """One bare yield to asyncio's loop: what ``asyncio.sleep(0)`` does, without the
+    coroutine around it (the task is rescheduled at the back of the ready queue, and a
+    pending cancellation is raised here)."""
+    yield
 
 
 def _call_soon_threadsafe(runtime: str) -> Callable[[Callable[[], None]], object]:
