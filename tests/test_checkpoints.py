@@ -33,6 +33,24 @@ async def test_acquire_in_a_cancelled_scope_takes_nothing(make_pool: PoolFactory
         assert (after.idle, after.in_use, after.acquires) == (1, 0, before.acquires)
 
 
+async def test_an_acquire_that_would_wait_in_a_cancelled_scope_takes_nothing(
+    make_pool: PoolFactory,
+) -> None:
+    async with make_pool(min_size=1, max_size=1, check=None) as mp:
+        pool = mp.pool
+        async with pool.acquire() as held:  # nothing idle: a request would queue
+            before = pool.stats()
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                async with pool.acquire():
+                    pytest.fail("a connection was handed out in a cancelled scope")
+            assert scope.cancelled_caught
+            assert pool.stats().waiting == 0  # it left the queue
+            await held.fetchval("select 1")
+        after = pool.stats()  # given back to nobody: idle, not granted to the cancelled request
+        assert (after.idle, after.in_use, after.acquires) == (1, 0, before.acquires)
+
+
 async def test_a_loop_of_acquires_lets_other_tasks_run(make_pool: PoolFactory) -> None:
     async with make_pool(min_size=1, max_size=1, check=None) as mp:
         pool = mp.pool

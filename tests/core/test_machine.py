@@ -400,6 +400,30 @@ def test_max_waiting() -> None:
     assert h.core.waiting == 2
 
 
+def test_would_queue_only_when_a_request_would_queue_and_decide_nothing() -> None:
+    h = Harness(min_size=1, max_size=2, max_waiting=2)
+    h.fill()
+    assert not h.core.would_queue()  # a connection is idle
+    h.get()
+    assert not h.core.would_queue()  # nothing idle, but room: a request opens one
+    waiter = h.wait()
+    assert h.opened() == 1
+    h.connect()
+    h.accept(waiter)
+    assert h.core.would_queue()  # at max_size: a request only queues
+    h.wait()
+    assert h.last == []
+    assert h.core.would_queue()  # behind the first waiter, likewise
+    h.wait()
+    assert h.last == []
+    assert not h.core.would_queue()  # the queue is full: a request fails at once
+    with pytest.raises(TooManyWaiters):
+        h.acquire()
+    h.core.close(h.now)
+    h.step()
+    assert not h.core.would_queue()  # closed: a request fails at once
+
+
 def test_acquire_after_close_raises_pool_closed() -> None:
     h = Harness(min_size=1, max_size=1)
     h.fill()

@@ -149,24 +149,26 @@ class PoolMachine(RuleBasedStateMachine):
     @rule()
     def request(self) -> None:
         cap = self.core.config.max_waiting
+        quietly = self.core.would_queue()  # then queued, deciding nothing else
         try:
             got = self.core.acquire(self.now)
         except PoolClosed:
-            assert self.core.closing
+            assert self.core.closing and not quietly
             return
         except TooManyWaiters:
-            assert cap and len(self.queued) >= cap
+            assert cap and len(self.queued) >= cap and not quietly
             self.collect()
             return
         except ConnectError as exc:  # rule 6: the server is down
             last = self.core.last_connect_error
             # a copy of the last error, each raise its own (its traceback is the caller's)
-            assert type(exc) is type(last) and exc.args == last.args
+            assert type(exc) is type(last) and exc.args == last.args and not quietly
             assert not self.queued and not self.opens
             assert all(s.state is CLOSING for s in self.core.slots.values())
             self.collect()
             return
         assert not self.core.closing
+        assert not quietly or (isinstance(got, Waiter) and not self.core.actions)
         self.collect()
         if isinstance(got, Waiter):
             assert not got.done

@@ -88,6 +88,19 @@ class CoreState:
         lent = (GRANTED, CHECKING, IN_USE)
         return sum(1 for s in list(self.slots.values()) if s.state in lent)
 
+    def would_queue(self) -> bool:
+        """Whether a request made now would only be queued, and decide nothing else: others
+        wait or nothing is idle, in an open pool at ``max_size`` (no connection to open)
+        with no connection error on record and room in the queue. Its wait is then its
+        checkpoint: the face need not yield before it."""
+        cfg = self.config
+        if self.closing or self.last_connect_error is not None or len(self.slots) < cfg.max_size:
+            return False
+        cap = cfg.max_waiting
+        if cap and self._live_waiters >= cap:
+            return False
+        return self._live_waiters > 0 or not self._idle
+
     def filled(self) -> bool:
         """Whether ``min_size`` connections are open (idle or lent out)."""
         return self.idle + self.in_use >= self.config.min_size

@@ -163,14 +163,19 @@ class AsyncFace(Face):
             PoolClosed: the pool is closed.
             TooManyWaiters: the queue is full.
         """
-        await self._before_take()  # cancelled: raises before taking anything
         core = self.core
         now = self._now()
         deadline = now + timeout
         announced = False  # listeners were told of an acquire already (found dead since)
+        first = True
         while True:
             if now >= self._next_tick and self._tg is None:
                 await self._tick()
+            if first:
+                first = False
+                if not core.would_queue():  # else its wait is the checkpoint
+                    await self._before_take()  # cancelled: raises before taking anything
+                    now = self._now()
             got = core.acquire(now, announced)
             if got.__class__ is Waiter:
                 got.token = self._parking.token()
@@ -262,7 +267,8 @@ class AsyncFace(Face):
         closes = self._dispatch(core.take_actions()) if core.actions else None
         tick = now >= self._next_tick and self._tg is None
         if closes or reset is not None or tick:
-            return self._finish_give_back(closes, reset, tick)
+            rest: Awaitable[None] = self._finish_give_back(closes, reset, tick)
+            return rest
         return None
 
     async def _finish_give_back(
