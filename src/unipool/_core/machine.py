@@ -277,9 +277,8 @@ class PoolCore(CoreState):
         self.release(check.slot, now, reusable=False, cause="broken")
 
     def _pop_idle(self, now: float) -> Slot | None:
-        idle = self._idle
-        while idle:
-            slot = idle.pop()
+        while self._idle:
+            slot = self._idle.pop()
             reason = self.retire_reason(slot, now)
             if reason is not None:
                 self._close(slot, reason, now)
@@ -334,7 +333,7 @@ class PoolCore(CoreState):
         if cause is not None:
             self.release(slot, now, reusable=False, cause=cause)
             return None
-        full = dirty or interrupted(error)
+        full = dirty or (error is not None and interrupted(error))
         if full or not clean or self.config.reset_hook:
             return Reset(slot, full, policy.CLOSE_TIMEOUT)
         self._make_available(slot, now)
@@ -375,7 +374,7 @@ class PoolCore(CoreState):
         While closing, or over ``max_size`` after a ``resize()`` down (slots
         already closing do not count), the slot is closed instead.
         """
-        if self.closing or self._over_size():
+        if self.closing or (len(self.slots) > self.config.max_size and self._over_size()):
             self._close(slot, "", now)
             return
         slot.idle_since = now  # granted or idle: it was in use (or opened) until now

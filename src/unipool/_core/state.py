@@ -93,6 +93,8 @@ class CoreState:
         wait or nothing is idle, in an open pool at ``max_size`` (no connection to open)
         with no connection error on record and room in the queue. Its wait is then its
         checkpoint: the face need not yield before it."""
+        if self._idle and not self._live_waiters:
+            return False  # the common case, first: it would be handed an idle connection
         cfg = self.config
         if self.closing or self.last_connect_error is not None or len(self.slots) < cfg.max_size:
             return False
