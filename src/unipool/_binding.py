@@ -5,6 +5,8 @@ with a task group of its own (a pool, a cluster of pools)."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -33,6 +35,20 @@ def current_loop() -> tuple[Literal["asyncio", "trio"], object]:
 
         return "trio", trio.lowlevel.current_trio_token()
     raise UsageError(f"unsupported async library {library!r}: use asyncio or trio")
+
+
+def loop_clock(mode: Literal["asyncio", "trio"], loop: object) -> Callable[[], float]:
+    """The clock of the running loop (``loop`` as :func:`current_loop` gives it): on an
+    asyncio loop whose ``time()`` is asyncio's own, ``time.monotonic`` itself, the same
+    clock without a Python call around it."""
+    if mode == "trio":
+        import trio
+
+        return trio.current_time
+    clock: Callable[[], float] = loop.time  # type: ignore[attr-defined]
+    if getattr(clock, "__func__", None) is asyncio.BaseEventLoop.time:
+        return time.monotonic
+    return clock
 
 
 def on_loop(mode: Mode | None, loop: object) -> bool:

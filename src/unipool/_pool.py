@@ -20,6 +20,7 @@ from ._binding import (
     async_misuse,
     current_loop,
     in_event_loop,
+    loop_clock,
     on_loop,
 )
 from ._connection import AsyncConnection, Connection
@@ -256,7 +257,7 @@ class Pool(Shortcuts, OpensOnEnter, OwnsTaskGroup):
         if self._closed:
             raise PoolClosed(f"pool {self.name!r} is closed; create a new one")
         mode, loop = current_loop()
-        clock = loop.time if mode == "asyncio" else _trio_clock()  # type: ignore[attr-defined]
+        clock = loop_clock(mode, loop)
         face = AsyncFace(
             self._new_core(), self._backend, self._params, self._options, self._listeners,
             runtime=mode, clock=clock,
@@ -521,9 +522,3 @@ class Pool(Shortcuts, OpensOnEnter, OwnsTaskGroup):
     async def aexpire_connections(self) -> None:
         """Replace every connection: idle ones now, borrowed ones when they come back."""
         await (await self._aface()).expire()
-
-
-def _trio_clock() -> Any:
-    import trio
-
-    return trio.current_time
