@@ -173,7 +173,7 @@ class AsyncFace(Face):
                 await self._tick()
             if first:
                 first = False
-                if not core.would_queue():  # else its wait is the checkpoint
+                if self._pending or not core.would_queue():  # else its wait is the checkpoint
                     await self._before_take()  # cancelled: raises before taking anything
                     now = self._now()
             got = core.acquire(now, announced)
