@@ -99,9 +99,7 @@ class CoreState:
         if self.closing or self.last_connect_error is not None or len(self.slots) < cfg.max_size:
             return False
         cap = cfg.max_waiting
-        if cap and self._live_waiters >= cap:
-            return False
-        return self._live_waiters > 0 or not self._idle
+        return not (cap and self._live_waiters >= cap)  # others wait, or nothing is idle
 
     def filled(self) -> bool:
         """Whether ``min_size`` connections are open (idle or lent out)."""
