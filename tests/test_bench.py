@@ -13,6 +13,7 @@ from unipool.__main__ import main
 from unipool._bench import TARGETS, Workload, bench, run_bench, systems
 from unipool._bench._chart import write_chart
 from unipool._bench._harness import Cell
+from unipool._bench._opcodes import count_system, opcodes_table
 from unipool._bench._report import _LIMIT_WORKLOAD, Report
 from unipool._bench._runners import stats
 from unipool._bench._targets import LIMIT, Ref, Target, evaluate, targets_table
@@ -202,7 +203,8 @@ def test_tiny_run_has_every_row(dsn: str) -> None:
         assert (r["wait_ratio"] is not None) == (r["workload"] == "fair")
 
     data = json.loads(report.to_json())
-    assert set(data) == {"meta", "summary", "cpu", "targets", "cells"}
+    assert set(data) == {"meta", "summary", "cpu", "targets", "opcodes", "cells"}
+    assert data["opcodes"] == []  # counted only when asked
     assert len(data["targets"]) == len(TARGETS) and data["meta"]["wall_s"] > 0
     cpu = {r["runtime"]: r for r in data["cpu"]}
     assert list(cpu) == ["threads", "asyncio", "trio"]
@@ -253,12 +255,33 @@ def test_json_without_a_path_replaces_the_tables(
     monkeypatch.setitem(mod.QUICK, "rounds", 1)
     monkeypatch.setitem(mod.QUICK, "warmup", 0.02)
     monkeypatch.setattr(mod, "QUICK_WORKLOADS", (Workload("query", 4),))
-    assert main(["bench", "--dsn", dsn, "--quick", "--json", "--only", "unipool psycopg"]) == 0
+    argv = ["bench", "--dsn", dsn, "--quick", "--json", "--only", "unipool psycopg", "--opcodes"]
+    assert main(argv) == 0
     out, err = capsys.readouterr()
     assert err == ""  # no progress: stderr is not a terminal
     data = json.loads(out)
-    assert set(data) == {"meta", "summary", "cpu", "targets", "cells"}
+    assert set(data) == {"meta", "summary", "cpu", "targets", "opcodes", "cells"}
     assert sorted(c["runtime"] for c in data["cells"]) == ["asyncio", "threads", "trio"]
+    assert [(r["backend"], r["runtime"]) for r in data["opcodes"]] == [
+        ("psycopg", "threads"),
+        ("psycopg", "asyncio"),
+        ("psycopg", "trio"),
+    ]
+
+
+def test_opcodes_are_counted_and_unipools_own_do_not_move(dsn: str) -> None:
+    (system,) = [s for s in systems() if s.name == "unipool psycopg" and s.runtime == "threads"]
+    first, second = count_system(system, dsn), count_system(system, dsn)
+    for r in (first, second):
+        assert 0 < r["held_own"] < r["held"] and 0 < r["borrow_own"] < r["borrow"], r
+        assert r["borrow_cost"] == pytest.approx(r["borrow"] - r["held"])
+        assert r["borrow_cost_own"] == pytest.approx(r["borrow_own"] - r["held_own"])
+        assert r["borrow_cost_own"] > 100  # a borrow is more than a few calls
+    # counted in the workers' threads only: the same code, the same count
+    assert second["borrow_own"] == pytest.approx(first["borrow_own"], rel=0.02)
+    assert second["held_own"] == pytest.approx(first["held_own"], rel=0.02)
+    table = opcodes_table([first]).splitlines()
+    assert len(table) == 3 and table[2].split()[:2] == ["psycopg", "threads"]
 
 
 def test_chart_without_matplotlib_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

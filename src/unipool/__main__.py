@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--only", action="append", metavar="TEXT", help="only systems whose name contains TEXT"
     )
+    bench.add_argument(
+        "--opcodes",
+        action="store_true",
+        help="also count each unipool system's Python opcodes per operation (held, borrowed)",
+    )
     check = commands.add_parser(
         "check",
         help="diagnose a DSN: reachability, TLS, login, role, lag, capacity, round trip",
@@ -94,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             from ._bench import bench as run_bench
 
-            return run_bench(args.dsn, args.quick, args.json, args.only, chart_path=args.chart)
+            return run_bench(
+                args.dsn, args.quick, args.json, args.only, chart_path=args.chart,
+                opcodes=args.opcodes,
+            )  # fmt: skip
         from ._demo import demo as run_demo
 
         return run_demo(args.dsn, args.seconds, args.workers, as_json=args.json)

@@ -20,6 +20,7 @@ from .._demo import server_dsn
 from .._progress import Progress
 from ._chart import INSTALL, have_matplotlib, write_chart
 from ._harness import run_system
+from ._opcodes import count_unipool, opcodes_table
 from ._report import Report
 from ._systems import systems
 from ._targets import TARGETS, evaluate, targets_table
@@ -47,15 +48,19 @@ def run_bench(
     workloads: Sequence[Workload] = FULL_WORKLOADS,
     only: list[str] | None = None,
     say: Callable[[str], None] = print,
+    opcodes: bool = False,
 ) -> Report:
-    """Run every system (those whose name contains one of ``only``, if given) ``rounds`` times.
+    """Run every system (those whose name contains one of ``only``, if given) ``rounds`` times;
+    with ``opcodes``, then count each unipool system's opcodes per operation.
 
     ``say`` is told as each system starts a round; a :class:`Progress` also learns how many
     times that will be.
     """
     chosen = [s for s in systems() if not only or any(o in s.name for o in only)]
     if isinstance(say, Progress):
-        say.total = rounds * len(chosen)
+        say.total = rounds * len(chosen) + (
+            sum(s.kind == "unipool" for s in chosen) if opcodes else 0
+        )
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "machine": platform.platform(),
         "cpus": os.cpu_count(), "python": platform.python_version(), "sql": SQL,
@@ -70,8 +75,9 @@ def run_bench(
         for system in chosen[k:] + chosen[:k]:
             say(f"round {rnd + 1}/{rounds}: {system.name}, {system.runtime}")
             cells.extend(run_system(system, dsn, rnd, seconds, warmup, workloads))
+    counted = count_unipool(chosen, dsn, say) if opcodes else []
     meta["wall_s"] = round(time.perf_counter() - started, 1)
-    report = Report(cells, meta)
+    report = Report(cells, meta, opcodes=counted)
     report.targets = evaluate(report)
     return report
 
@@ -84,8 +90,10 @@ def bench(
     say: Callable[[str], None] = print,
     chart_path: str | None = None,
     progress: Progress | None = None,
+    opcodes: bool = False,
 ) -> int:
-    """The ``bench`` command: run, print the tables and targets, save JSON and chart.
+    """The ``bench`` command: run, print the tables and targets, save JSON and chart;
+    with ``opcodes``, the counted opcodes per operation too.
 
     ``json_path`` "-" prints the raw results (the JSON that a path would hold) instead of
     the tables. ``progress`` is told of each system and round (default: stderr, when it is
@@ -106,6 +114,7 @@ def bench(
             workloads=QUICK_WORKLOADS if quick else FULL_WORKLOADS,
             only=only,
             say=progress,
+            opcodes=opcodes,
         )
     if json_path == "-":
         say(report.to_json())
@@ -122,7 +131,8 @@ def bench(
 
 
 def _say_tables(report: Report, settings: dict[str, float], say: Callable[[str], None]) -> None:
-    for section in (report.table(), report.fairness_table(), report.cpu_table()):
+    counted = opcodes_table(report.opcodes)
+    for section in (report.table(), report.fairness_table(), report.cpu_table(), counted):
         if section:
             say(section)
             say("")

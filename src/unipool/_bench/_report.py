@@ -41,6 +41,8 @@ class Report:
     cells: list[Cell]
     meta: dict[str, Any] = field(default_factory=dict)
     targets: list[dict[str, Any]] = field(default_factory=list)
+    #: opcodes per operation, counted (``--opcodes``; see ``_opcodes``)
+    opcodes: list[dict[str, Any]] = field(default_factory=list)
 
     def by_round(self, k: Key) -> dict[int, Cell]:
         """The cells of one row, by round."""
@@ -183,6 +185,7 @@ class Report:
                 "summary": self.summary(),
                 "cpu": self.cpu_rows(),
                 "targets": self.targets,
+                "opcodes": self.opcodes,
                 "cells": [asdict(c) for c in self.cells],
             },
             indent=1,
