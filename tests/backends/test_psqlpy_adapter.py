@@ -24,6 +24,7 @@ import anyio
 import pytest
 import trio
 from tests._modes import ModePool, in_thread, open_pool
+from tests.conftest import Admin
 
 import unipool
 from unipool.backends import psqlpy as adapter
@@ -542,7 +543,9 @@ def test_terminate_fails_a_trio_call_in_flight(dsn: str) -> None:
 
 
 @pytest.mark.parametrize("same_start", [True, False], ids=["its session", "a later one"])
-def test_a_side_cancel_reaches_only_the_session_it_is_meant_for(dsn: str, same_start: bool) -> None:
+def test_a_side_cancel_reaches_only_the_session_it_is_meant_for(
+    dsn: str, admin: Admin, same_start: bool
+) -> None:
     """The cancel names the server process and when it started: a process id now used by
     another session (or another server's) is left alone."""
     import psycopg
@@ -563,7 +566,14 @@ def test_a_side_cancel_reaches_only_the_session_it_is_meant_for(dsn: str, same_s
 
     thread = threading.Thread(target=sleep)
     thread.start()
-    time.sleep(0.2)
+    deadline = time.monotonic() + 5  # the query runs before the cancel is tried
+    while not admin.value(
+        "select count(*) from pg_stat_activity where pid = %s and query like 'select pg_sleep%%'"
+        " and state = 'active'",
+        pid,
+    ):
+        assert time.monotonic() < deadline, "the query never started"
+        time.sleep(0.01)
     claimed = started if same_start else "2000-01-01 00:00:00+00"
     conn_module._cancel_in_new_loop(ConnectParams(dsn), pid, claimed)
     thread.join(5)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Any
@@ -24,6 +23,7 @@ import anyio
 
 from .._demo import format_table
 from ._harness import System
+from ._runners import in_threads
 from ._workloads import CPU_WORKERS
 
 #: Operations per worker in the two counted runs (after a warm-up of ``FEW``).
@@ -64,28 +64,17 @@ def _tracer(count: list[int]) -> _Trace:
 
 def _in_threads(op: Callable[[int], Any], workers: int, per_worker: int) -> list[int]:
     counts = [[0, 0] for _ in range(workers)]  # one per thread: no lost increments
-    barrier = threading.Barrier(workers)
-    errors: list[BaseException] = []
 
     def work(i: int) -> None:
-        barrier.wait()
         previous = sys.gettrace()  # a coverage tool's, say: back once counted
         sys.settrace(_tracer(counts[i]))
         try:
             for _ in range(per_worker):
                 op(i)
-        except BaseException as exc:
-            errors.append(exc)
         finally:
             sys.settrace(previous)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    in_threads(work, workers)
     return [sum(c[0] for c in counts), sum(c[1] for c in counts)]
 
 

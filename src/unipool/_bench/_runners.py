@@ -49,39 +49,52 @@ class Run:
     cpu: float
 
 
-def run_threads(op: Callable[[int], Any], workers: int, seconds: float) -> Run:
-    """``workers`` threads released together, each calling ``op(i)`` until time is up."""
-    lists: Times = [[] for _ in range(workers)]
+def in_threads(
+    work: Callable[[int], Any], workers: int, at_release: Callable[[], Any] = lambda: None
+) -> None:
+    """``work(i)`` in each of ``workers`` threads, released together once all are up
+    (``at_release()`` runs in this thread just before); the first error is raised here."""
     barrier = threading.Barrier(workers + 1)
-    stop = [0.0]
     errors: list[BaseException] = []
 
-    def work(i: int) -> None:
-        mine, clock = lists[i], time.perf_counter
+    def run(i: int) -> None:
         barrier.wait()
-        t1 = clock()
         try:
-            while t1 < stop[0]:
-                t0 = clock()
-                op(i)
-                t1 = clock()
-                mine.append(t1 - t0)
+            work(i)
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(workers)]
     for t in threads:
         t.start()
-    cpu = time.process_time()
-    start = time.perf_counter()
-    stop[0] = start + seconds
+    at_release()
     barrier.wait()
     for t in threads:
         t.join()
-    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     if errors:
         raise errors[0]
-    return Run(lists, elapsed, cpu)
+
+
+def run_threads(op: Callable[[int], Any], workers: int, seconds: float) -> Run:
+    """``workers`` threads released together, each calling ``op(i)`` until time is up."""
+    lists: Times = [[] for _ in range(workers)]
+    marks = [0.0, 0.0, 0.0]  # the release: process CPU time, clock, deadline
+
+    def work(i: int) -> None:
+        mine, clock, stop = lists[i], time.perf_counter, marks[2]
+        t1 = clock()
+        while t1 < stop:
+            t0 = clock()
+            op(i)
+            t1 = clock()
+            mine.append(t1 - t0)
+
+    def release() -> None:
+        marks[0], marks[1] = time.process_time(), time.perf_counter()
+        marks[2] = marks[1] + seconds
+
+    in_threads(work, workers, release)
+    return Run(lists, time.perf_counter() - marks[1], time.process_time() - marks[0])
 
 
 async def run_tasks(op: Callable[[int], Awaitable[Any]], workers: int, seconds: float) -> Run:

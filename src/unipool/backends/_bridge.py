@@ -229,7 +229,7 @@ class LoopThread:
         On trio cancellation the task is cancelled and waited for, then
         `trio.Cancelled` propagates.
         """
-        result: T = await _acall_protected(self, fn, args)
+        result: T = await _acall_protected.fn(self, fn, args)
         return result
 
     def stop(self, grace: float = 0.0) -> None:

@@ -184,7 +184,7 @@ class HostedLoop:
         outcome. On trio cancellation the task on the loop is cancelled and waited for,
         then `trio.Cancelled` propagates (unless the task finished anyway: its outcome is
         the caller's)."""
-        result: T = await _acall_protected(self, fn, args)
+        result: T = await _acall_protected.fn(self, fn, args)
         return result
 
 

@@ -34,19 +34,18 @@ def run_local(name: str, make: Callable[[], T]) -> T:
 
 
 class KiProtected:
-    """``fn``, run with trio's KeyboardInterrupt protection (an interrupt then comes
-    through the abort function of the wait it is in); wrapped on first call."""
+    """``fn`` with trio's KeyboardInterrupt protection (an interrupt then comes through the
+    abort function of the wait it is in): call ``.fn``, which wraps ``fn`` on its first
+    call and is the protected function itself from then on, with no frame of its own."""
 
-    __slots__ = ("_fn", "_protected")
+    __slots__ = ("_unprotected", "fn")
 
     def __init__(self, fn: Callable[..., Any]) -> None:
-        self._fn = fn
-        self._protected: Callable[..., Any] | None = None
+        self._unprotected = fn
+        self.fn: Callable[..., Any] = self._protect_and_call
 
-    def __call__(self, *args: Any) -> Any:
-        protected = self._protected
-        if protected is None:
-            import trio
+    def _protect_and_call(self, *args: Any) -> Any:
+        import trio
 
-            protected = self._protected = trio.lowlevel.enable_ki_protection(self._fn)
-        return protected(*args)
+        self.fn = trio.lowlevel.enable_ki_protection(self._unprotected)
+        return self.fn(*args)
