@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio.lowlevel
 import pytest
 
 import unipool
@@ -125,6 +127,30 @@ async def test_copy(make_pool: PoolFactory, tmp_path: Path) -> None:
         assert await conn.fetchval("select doc from c where id = 1") == {"k": 1}
         with pytest.raises(TypeError, match="unknown COPY option"):
             await conn.copy_from_table("c", output=str(out), colour="red")
+
+
+async def test_copy_from_async_iterables(make_pool: PoolFactory, mode: str) -> None:
+    if mode == "sync":
+        pytest.skip("an async iterable needs an event loop: blocking code passes a plain one")
+
+    async def records() -> AsyncIterator[tuple[int, str]]:
+        for i in (1, 2):
+            await anyio.lowlevel.checkpoint()  # the caller's event loop runs it
+            yield (i, f"r{i}")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for chunk in (b"3,c\n", b"4,d\n"):
+            await anyio.lowlevel.checkpoint()
+            yield chunk
+
+    async with make_pool(max_size=1) as pool, pool.acquire() as conn:
+        await conn.execute("create temp table ca (id int, name text)")
+        tag = await conn.copy_records_to_table("ca", records=records(), columns=["id", "name"])
+        assert tag == "COPY 2"
+        tag = await conn.copy_to_table("ca", source=chunks(), columns=["id", "name"], format="csv")
+        assert tag == "COPY 2"
+        rows = await conn.fetch("select id, name from ca order by id")
+        assert [tuple(r) for r in rows] == [(1, "r1"), (2, "r2"), (3, "c"), (4, "d")]
 
 
 async def test_command_timeout(make_pool: PoolFactory) -> None:

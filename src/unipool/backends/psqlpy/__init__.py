@@ -188,7 +188,8 @@ class _TrioRunner(_Pumped):
 
     async def acall(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         conn = self._conn
-        args = await _trio_args(args)
+        if getattr(fn, "__name__", None) in _TAKES_SOURCES:
+            args = await _trio_args(args)
         self._pump = pump = self._new_pump()
         try:
             return await self._pump_trio(fn(*args), pump)
@@ -213,6 +214,10 @@ class _LoopRunner:
 
     async def acall(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         return await _loop_acall(fn, *await _trio_args(args))
+
+
+#: The calls that may be handed a trio async iterable (a COPY source).
+_TAKES_SOURCES = frozenset({"copy_in", "copy_records"})
 
 
 async def _trio_args(args: tuple[Any, ...]) -> tuple[Any, ...]:

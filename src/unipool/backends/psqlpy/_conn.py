@@ -166,7 +166,9 @@ class PsqlpyConn:
         elif sql is not None and len(split_statements(sql)) > 1:
             self._tx = TxStatus.UNKNOWN  # a batch may have opened a transaction
 
-    async def _extended(self, call: Callable[[], Awaitable[Any]], sql: str | None = None) -> Any:
+    def _extended(
+        self, call: Callable[[], Awaitable[Any]], sql: str | None = None
+    ) -> Awaitable[Any]:
         """`_call` for a statement psqlpy sends in several exchanges (parse, then bind and
         execute; unprepared, a ``DEALLOCATE`` between them).
 
@@ -174,7 +176,10 @@ class PsqlpyConn:
         inside a transaction: unprepared, outside one, the statement runs in one of its own.
         """
         if self._prepared or self._tx is not TxStatus.IDLE:
-            return await self._call(call, sql)
+            return self._call(call, sql)
+        return self._in_own_transaction(call, sql)
+
+    async def _in_own_transaction(self, call: Callable[[], Awaitable[Any]], sql: str | None) -> Any:
         raw = self._raw
         await self._call(lambda: raw.execute_batch("BEGIN"))
         try:
@@ -222,7 +227,7 @@ class PsqlpyConn:
     async def _values(self, sql: str, args: Sequence[Any]) -> list[Any]:
         """``args`` as psqlpy can send them: numbers for numeric parameters as Decimal."""
         values = list(args)
-        if any(is_numeric(v) for v in values):
+        if values and any(is_numeric(v) for v in values):
             await self._decimals(sql, [values])
         return values
 
@@ -272,16 +277,6 @@ class PsqlpyConn:
         drop = f"DEALLOCATE {name}"
         await self._call(lambda: raw.execute_batch(f"{drop}; COMMIT" if opened else drop))
         return list(types or ())
-
-    def _decoded(self, sql: str, result: Any) -> tuple[list[Any], Shape] | None:
-        """``result`` decoded as the statement is known to need; None: learn first."""
-        shape = self._shapes.get(sql)
-        if shape is None or shape.pending:
-            return None
-        try:
-            return shape.decode(result), shape
-        except Stale:
-            return None
 
     async def _learn(self, sql: str, args: list[Any], result: Any) -> tuple[list[Any], Shape]:
         """Decode ``result``, learning what the statement's results need."""
@@ -385,7 +380,13 @@ class PsqlpyConn:
         values = await self._values(sql, args)
         prepared = self._prepared
         result = await self._extended(lambda: self._raw.fetch(sql, values, prepared=prepared), sql)
-        return self._decoded(sql, result) or await self._learn(sql, values, result)
+        shape = self._shapes.get(sql)
+        if shape is not None and not shape.pending:  # decoded as the statement is known to need
+            try:
+                return shape.decode(result), shape
+            except Stale:
+                pass
+        return await self._learn(sql, values, result)
 
     async def fetch(self, sql: str, args: Sequence[Any]) -> list[Record]:
         rows, shape = await self._query(sql, args)

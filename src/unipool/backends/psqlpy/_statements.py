@@ -3,7 +3,9 @@ the transaction status they leave."""
 
 from __future__ import annotations
 
+import functools
 import re
+from typing import Final
 
 from ..._sql import first_words
 from ..base import TxStatus
@@ -50,15 +52,28 @@ def command_tag(sql: str, rows: int) -> str:
 
 def tx_after(sql: str, before: TxStatus) -> TxStatus:
     """The transaction status once ``sql`` succeeded."""
+    after = _tx_effect(sql)
+    if after is None:
+        return before
+    if isinstance(after, TxStatus):
+        return after
+    return TxStatus.INTRANS if before is TxStatus.INERROR else before  # ROLLBACK TO
+
+
+#: What ``ROLLBACK TO [SAVEPOINT]`` does: ends a failed transaction's error state only.
+_ROLLBACK_TO_SAVEPOINT: Final = "rollback to savepoint"
+
+
+@functools.lru_cache(maxsize=1024)
+def _tx_effect(sql: str) -> TxStatus | str | None:
+    """The status ``sql`` leaves whatever the status before, `_ROLLBACK_TO_SAVEPOINT`, or
+    None: the status before stays."""
     words = first_words(sql)
     first, second = words[0], words[1]
     if "CHAIN" in words and "NO" not in words:  # COMMIT/ROLLBACK AND CHAIN
         return TxStatus.INTRANS
     if first == "ROLLBACK":
-        if second == "TO":
-            return TxStatus.INTRANS if before is TxStatus.INERROR else before
-        return TxStatus.IDLE
+        return _ROLLBACK_TO_SAVEPOINT if second == "TO" else TxStatus.IDLE
     if first == "PREPARE" and second == "TRANSACTION":
         return TxStatus.IDLE
-    after = _TX_AFTER.get(first)
-    return before if after is None else after
+    return _TX_AFTER.get(first)
