@@ -96,6 +96,8 @@ TARGETS: tuple[Target, ...] = (
     *(Target("SELECT 1, c=50, / limit", _u("psycopg", rt), "ops/s", ">=", 0.80, LIMIT)
       for rt in ("asyncio", "threads")),
     Target("SELECT 1, c=50, / limit", _u("psqlpy", "asyncio"), "ops/s", ">=", 0.80, LIMIT),
+    Target("SELECT 1, c=50, / 10 dedicated", _u("psycopg", "threads"), "ops/s", ">=", 0.80,
+           Ref("limit psycopg", "threads", workers=10, size=0)),
     Target("acquire+release, c=1", _u("psycopg", "threads", "acquire", 1), "p50 us", "<=", 6.0),
     *(Target("acquire+release, c=1", _u(b, "asyncio", "acquire", 1), "p50 us", "<=", 8.0)
       for b in BACKENDS),
@@ -107,8 +109,8 @@ TARGETS: tuple[Target, ...] = (
            "ops/s", ">=", 1.2, Ref("psycopg_pool.ConnectionPool", "threads", workers=16)),
     Target("trio / asyncio, SELECT 1, c=16", _u("asyncpg", "trio", workers=16), "ops/s", ">=",
            0.55, _u("asyncpg", "asyncio", workers=16)),
-    *(Target("psqlpy mode / asyncio, c=50", _u("psqlpy", rt), "ops/s", ">=", 1.0,
-             _u("psqlpy", "asyncio")) for rt in ("threads", "trio")),
+    *(Target(f"psqlpy mode / asyncio, c={c}", _u("psqlpy", rt, workers=c), "ops/s", ">=", 1.0,
+             _u("psqlpy", "asyncio", workers=c)) for c in (16, 50) for rt in ("threads", "trio")),
     *(Target("c=1000 / c=50", _u(b, rt, workers=1000), "ops/s", ">=", 0.9, _u(b, rt))
       for b in BACKENDS for rt in ("asyncio", "trio")),
     *(Target("connection layer's CPU, c=10", _u(b, rt, "held", CPU_WORKERS), "cpu us", "<=",
