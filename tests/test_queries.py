@@ -135,7 +135,7 @@ async def test_copy_from_async_iterables(make_pool: PoolFactory, mode: str) -> N
 
     async def records() -> AsyncIterator[tuple[int, str]]:
         for i in (1, 2):
-            await anyio.lowlevel.checkpoint()  # the caller's event loop runs it
+            await anyio.lowlevel.checkpoint()  # yields to whichever loop iterates it
             yield (i, f"r{i}")
 
     async def chunks() -> AsyncIterator[bytes]:

@@ -279,7 +279,7 @@ def test_statement_text_helpers() -> None:
     assert _statements.tx_after("prepare transaction 'x'", tx.INTRANS) is tx.IDLE
     assert _statements.tx_after("select 1", tx.INTRANS) is tx.INTRANS
     # a statement's effect is remembered, not its result: asked again from another status
-    assert _statements.tx_after("rollback to savepoint s", tx.INTRANS) is tx.INTRANS
+    assert _statements.tx_after("rollback to savepoint s", tx.IDLE) is tx.IDLE
     assert _statements.tx_after("select 1", tx.IDLE) is tx.IDLE
     assert _statements.tx_after("commit and chain", tx.INTRANS) is tx.INTRANS
     assert _statements.tx_after("commit and no chain", tx.INTRANS) is tx.IDLE

@@ -188,7 +188,7 @@ class _TrioRunner(_Pumped):
 
     async def acall(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         conn = self._conn
-        if getattr(fn, "__name__", None) in _TAKES_SOURCES:
+        if _takes_sources(fn):
             args = await _trio_args(args)
         self._pump = pump = self._new_pump()
         try:
@@ -213,11 +213,18 @@ class _LoopRunner:
     __slots__ = ()
 
     async def acall(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
-        return await _loop_acall(fn, *await _trio_args(args))
+        if _takes_sources(fn):
+            args = await _trio_args(args)
+        return await _loop_acall(fn, *args)
 
 
-#: The calls that may be handed a trio async iterable (a COPY source).
-_TAKES_SOURCES = frozenset({"copy_in", "copy_records"})
+#: The adapter's calls that may be handed a trio async iterable (a COPY source).
+_TAKES_SOURCES = frozenset({PsqlpyConn.copy_in, PsqlpyConn.copy_records})
+
+
+def _takes_sources(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` (a bound method of the adapter's) is one of `_TAKES_SOURCES`."""
+    return getattr(fn, "__func__", None) in _TAKES_SOURCES
 
 
 async def _trio_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
