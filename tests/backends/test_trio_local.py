@@ -24,21 +24,16 @@ def test_a_value_per_trio_run() -> None:
 
 
 def test_ki_protection_from_the_first_call_on() -> None:
-    async def protected() -> bool:
+    async def probe() -> bool:
         return trio.lowlevel.currently_ki_protected()
 
-    wrapped = KiProtected(protected)
+    wrapped = KiProtected(probe)
     assert getattr(wrapped.fn, "__self__", None) is wrapped  # protects on its first call
 
-    async def main() -> list[bool]:
-        return [await wrapped.fn() for _ in range(3)]
+    async def main() -> tuple[bool, list[bool]]:
+        return await probe(), [await wrapped.fn() for _ in range(3)]
 
-    assert trio.run(main) == [True, True, True]
+    unwrapped, calls = trio.run(main)
+    assert unwrapped is False  # the probe tells: the same function, unprotected
+    assert calls == [True, True, True]
     assert getattr(wrapped.fn, "__self__", None) is None  # then the function itself
-
-
-def test_unprotected_otherwise() -> None:
-    async def plain() -> bool:
-        return trio.lowlevel.currently_ki_protected()
-
-    assert trio.run(plain) is False

@@ -189,10 +189,8 @@ class AsyncFace(Face):
                 slot = await self._wait(got, timeout, deadline)  # type: ignore[arg-type]
                 now = self._now()
             in_use = slot.state is IN_USE  # CHECKING: checked anyway
-            if in_use and slot.conn.alive():
-                check = None  # the common case: no call to ask the core
-            else:
-                check = core.check_for(slot, False, now, deadline, timeout, announced)
+            alive = in_use and slot.conn.alive()
+            check = core.check_for(slot, alive, now, deadline, timeout, announced)
             if check is not None and not await self._check(check):
                 announced = announced or in_use
                 now = self._now()
